@@ -1,0 +1,170 @@
+"""The papers' names for architectures, parsed into specs and printed back.
+
+Grammar (tokens joined by ``-``; ``parse_name(spec_name(s)) == s`` for every spec):
+
+- DenseNet: ``densenet[-b|-c|-bc]-L`` then, when they differ from the defaults, ``kK`` (growth
+  rate, default 12), ``tθ`` (compression, default 1 for basic/B and 0.5 for C/BC), ``sW`` (stem
+  width), ``dropP``, ``blocksAxBxC`` (layers per block) and ``imagenet`` (7x7 stem + max-pool).
+  The ImageNet models keep torchvision's names: ``densenet121``, ``densenet161``, ``densenet169``,
+  ``densenet201``, ``densenet264``.
+- WRN: ``wrn-DEPTH-K`` then ``bXYZ`` for a block type other than B(3,3) (``b313``, ``b131``,
+  ``b13``, ``b31``, ``b311``, ``b3``, ``b333``, ``b3333``), ``lN`` as a shorthand for N 3x3
+  convs per block (the deepening factor), and ``dropP``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import replace
+
+from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, SpecError, WRNSpec
+
+# DenseNet-264 has 2·130 + 5 = 265 layers by the paper's own count; the name is the paper's.
+IMAGENET_DENSENETS: dict[str, DenseNetSpec] = {
+    "densenet121": DenseNetSpec(121, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 24, 16), num_classes=1000),
+    "densenet161": DenseNetSpec(161, 48, True, 0.5, stem="imagenet", blocks=(6, 12, 36, 24), num_classes=1000),
+    "densenet169": DenseNetSpec(169, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 32, 32), num_classes=1000),
+    "densenet201": DenseNetSpec(201, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 48, 32), num_classes=1000),
+    "densenet264": DenseNetSpec(265, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 64, 48), num_classes=1000),
+}
+
+
+class NameError_(ValueError):
+    """A name that is not a valid architecture; the message names the closest valid ones."""
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _head_free(spec: Spec) -> Spec:
+    """The spec with the dataset-dependent fields at their defaults (names don't carry them)."""
+    return replace(spec, num_classes=10, in_channels=3)
+
+
+def spec_name(spec: Spec) -> str:
+    """The canonical name of a spec (classes and input channels are not part of a name)."""
+    if isinstance(spec, WRNSpec):
+        parts = ["wrn", str(spec.depth), str(spec.widen)]
+        if spec.block != (3, 3):
+            parts.append("b" + "".join(map(str, spec.block)))
+        if spec.dropout:
+            parts.append(f"drop{_fmt(spec.dropout)}")
+        return "-".join(parts)
+    base = replace(_head_free(spec), dropout=0.0)
+    for alias, ref in IMAGENET_DENSENETS.items():
+        if base == _head_free(ref):
+            return alias + (f"-drop{_fmt(spec.dropout)}" if spec.dropout else "")
+    parts = ["densenet"] + ([spec.variant] if spec.variant else []) + [str(spec.depth)]
+    if spec.growth_rate != 12:
+        parts.append(f"k{spec.growth_rate}")
+    default_theta = 0.5 if spec.compression < 1.0 else 1.0
+    if spec.compression != default_theta:
+        parts.append(f"t{_fmt(spec.compression)}")
+    if spec.stem_width and spec.stem_width != spec.default_stem_width:
+        parts.append(f"s{spec.stem_width}")
+    if spec.dropout:
+        parts.append(f"drop{_fmt(spec.dropout)}")
+    if spec.blocks:
+        parts.append("blocks" + "x".join(map(str, spec.blocks)))
+    if spec.stem == "imagenet":
+        parts.append("imagenet")
+    return "-".join(parts)
+
+
+_NUM = r"(\d+(?:\.\d+)?)"
+_DENSENET = re.compile(
+    rf"^densenet(?:-(b|c|bc))?-(\d+)(?:-k(\d+))?(?:-t{_NUM})?(?:-s(\d+))?(?:-drop{_NUM})?"
+    rf"(?:-blocks(\d+(?:x\d+)*))?(-imagenet)?$"
+)
+_IMAGENET_DROP = re.compile(rf"^(densenet\d+)(?:-drop{_NUM})?$")
+_WRN = re.compile(rf"^wrn-(\d+)-(\d+)(?:-(b\d+|l\d+))?(?:-drop{_NUM})?$")
+
+
+def _parse(name: str, num_classes: int, in_channels: int) -> Spec:
+    head = dict(num_classes=num_classes, in_channels=in_channels)
+    if m := _IMAGENET_DROP.match(name):
+        if m[1] in IMAGENET_DENSENETS:
+            return replace(IMAGENET_DENSENETS[m[1]], dropout=float(m[2] or 0), **head)
+    if m := _DENSENET.match(name):
+        variant, depth, k, theta, stem_w, drop, blocks, imagenet = m.groups()
+        variant = variant or ""
+        if theta is None:
+            compression = 0.5 if "c" in variant else 1.0
+        else:
+            compression = float(theta)
+            if ("c" in variant) != (compression < 1.0):
+                hint = "densenet-c-…/densenet-bc-…" if compression < 1.0 else "a name without c"
+                raise SpecError(f"compression θ={theta} needs {hint}")
+        return DenseNetSpec(
+            depth=int(depth),
+            growth_rate=int(k) if k else 12,
+            bottleneck="b" in variant,
+            compression=compression,
+            dropout=float(drop or 0),
+            stem="imagenet" if imagenet else "cifar",
+            blocks=tuple(int(b) for b in blocks.split("x")) if blocks else (),
+            stem_width=int(stem_w or 0),
+            **head,
+        )
+    if m := _WRN.match(name):
+        depth, k, btype, drop = m.groups()
+        block: tuple[int, ...] = (3, 3)
+        if btype and btype.startswith("l"):
+            block = (3,) * int(btype[1:])
+        elif btype:
+            if btype not in WRN_BLOCK_TYPES:
+                raise SpecError(
+                    f"unknown WRN block type {btype!r}; choose one of: {', '.join(WRN_BLOCK_TYPES)}"
+                )
+            block = WRN_BLOCK_TYPES[btype]
+        return WRNSpec(int(depth), int(k), block, float(drop or 0), **head)
+    raise SpecError(f"{name!r} is not a DenseNet or WRN name")
+
+
+def example_names() -> list[str]:
+    """Names to suggest: the papers' models and the nearby valid depths of each family."""
+    from dnas.zoo import PAPER_MODELS
+
+    names = list(PAPER_MODELS)
+    for n in range(1, 41):
+        names += [f"densenet-{3 * n + 4}", f"densenet-bc-{6 * n + 4}", f"wrn-{6 * n + 4}-{n % 12 + 1}"]
+    return list(dict.fromkeys(names))
+
+
+def _suggest(name: str) -> list[str]:
+    """Closest valid names: by spelling, and for a bad depth, the valid depths either side."""
+    close = difflib.get_close_matches(name, example_names(), n=3, cutoff=0.5)
+    m = re.match(r"^(densenet(?:-b|-c|-bc)?|wrn)-(\d+)(.*)$", name)
+    if m:
+        family, depth, rest = m[1], int(m[2]), m[3]
+        for d in range(depth - 12, depth + 13):
+            cand = f"{family}-{d}{rest}"
+            try:
+                _parse(cand, 10, 3)
+            except (SpecError, ValueError):
+                continue
+            close.append(cand)
+        close = sorted(set(close), key=lambda c: (abs(_depth_of(c) - depth), c))[:3]
+    return close
+
+
+def _depth_of(name: str) -> int:
+    m = re.search(r"-(\d+)", name)
+    return int(m[1]) if m else 0
+
+
+def parse_name(name: str, num_classes: int = 10, in_channels: int = 3) -> Spec:
+    """Parse a canonical or alias name into a spec.
+
+    Raises:
+        NameError_: with a one-line message naming the closest valid names.
+    """
+    key = name.strip().lower()
+    try:
+        return _parse(key, num_classes, in_channels)
+    except SpecError as e:
+        close = _suggest(key)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise NameError_(f"{e}{hint}") from None
