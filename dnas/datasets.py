@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dnas.errors import DnasError
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -36,6 +38,6 @@ def dataset_info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(
+        raise DnasError(
             f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}"
         ) from None

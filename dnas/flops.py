@@ -19,6 +19,14 @@ class FvcoreCount:
 
 def fvcore_count(model: nn.Module, input_shape: tuple[int, ...]) -> FvcoreCount:
     """Count one forward pass at batch 1 in eval mode, as ``FlopCountAnalysis`` does."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit deprecation notices from fvcore's tracer
+        return _count(model, input_shape)
+
+
+def _count(model: nn.Module, input_shape: tuple[int, ...]) -> FvcoreCount:
     from fvcore.nn import FlopCountAnalysis
 
     was_training = model.training
@@ -29,10 +37,9 @@ def fvcore_count(model: nn.Module, input_shape: tuple[int, ...]) -> FvcoreCount:
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     try:
-        by_module = analysis.by_module()
         result = FvcoreCount(
             total=int(analysis.total()),
-            by_module={k: int(v) for k, v in by_module.items() if k and "." not in k},
+            by_module={k: int(v) for k, v in analysis.by_module().items() if k and "." not in k},
             by_operator={k: int(v) for k, v in analysis.by_operator().items()},
             uncounted=dict(analysis.unsupported_ops()),
         )

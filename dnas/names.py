@@ -18,6 +18,7 @@ import difflib
 import re
 from dataclasses import replace
 
+from dnas.errors import DnasError
 from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, SpecError, WRNSpec
 
 # DenseNet-264 has 2·130 + 5 = 265 layers by the paper's own count; the name is the paper's.
@@ -30,7 +31,7 @@ IMAGENET_DENSENETS: dict[str, DenseNetSpec] = {
 }
 
 
-class NameError_(ValueError):
+class NameError_(DnasError):
     """A name that is not a valid architecture; the message names the closest valid ones."""
 
 
@@ -52,10 +53,11 @@ def spec_name(spec: Spec) -> str:
         if spec.dropout:
             parts.append(f"drop{_fmt(spec.dropout)}")
         return "-".join(parts)
-    base = replace(_head_free(spec), dropout=0.0)
-    for alias, ref in IMAGENET_DENSENETS.items():
-        if base == _head_free(ref):
-            return alias + (f"-drop{_fmt(spec.dropout)}" if spec.dropout else "")
+    if spec.stem == "imagenet":
+        base = replace(_head_free(spec), dropout=0.0)
+        for alias, ref in IMAGENET_DENSENETS.items():
+            if base == _head_free(ref):
+                return alias + (f"-drop{_fmt(spec.dropout)}" if spec.dropout else "")
     parts = ["densenet"] + ([spec.variant] if spec.variant else []) + [str(spec.depth)]
     if spec.growth_rate != 12:
         parts.append(f"k{spec.growth_rate}")

@@ -7,16 +7,24 @@ A spec is pure data. Builders (``dnas.densenet``, ``dnas.wrn``) turn it into an 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal, Union
 
+from dnas.errors import DnasError
+
 Stem = Literal["cifar", "imagenet"]
 
 
-class SpecError(ValueError):
+class SpecError(DnasError):
     """An impossible architecture; the message says what was wrong and what would be right."""
+
+
+@functools.lru_cache(maxsize=None)
+def _exact(x: float) -> Fraction:
+    return Fraction(str(x))
 
 
 def _check(cond: bool, message: str) -> None:
@@ -58,6 +66,8 @@ class DenseNetSpec:
         _check(self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}")
         _check(self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}")
         _check(self.stem_width >= 0, f"stem width must be >= 0 (0 = default), got {self.stem_width}")
+        if self.stem == "imagenet":
+            _check(bool(self.blocks), "an ImageNet-stem DenseNet needs explicit blocks, e.g. (6, 12, 24, 16)")
         per_layer = 2 if self.bottleneck else 1
         if self.blocks and self.stem == "cifar" and len(set(self.blocks)) == 1 and len(self.blocks) == 3:
             # Three equal blocks are what depth alone says: keep one representation.
@@ -78,8 +88,6 @@ class DenseNetSpec:
                 f"{variant} depth must be {step}n+4 with n >= 1 (e.g. {step * 6 + 4}, {step * 16 + 4}),"
                 f" got {self.depth}",
             )
-        if self.stem == "imagenet":
-            _check(bool(self.blocks), "an ImageNet-stem DenseNet needs explicit blocks, e.g. (6, 12, 24, 16)")
 
     @property
     def variant(self) -> str:
@@ -113,7 +121,7 @@ class DenseNetSpec:
 
     def transition_out(self, channels: int) -> int:
         """floor(θ·m), computed exactly (0.29 * 100 is 28.999... in floating point)."""
-        return max(1, math.floor(Fraction(str(self.compression)) * channels))
+        return max(1, math.floor(_exact(self.compression) * channels))
 
     def block_channels(self) -> list[tuple[int, int]]:
         """(input channels, output channels) of each dense block."""

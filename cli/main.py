@@ -1,0 +1,42 @@
+"""`dnas`: the Typer app. Each command lives in its own module and calls one library function."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from dnas import __version__
+
+app = typer.Typer(
+    name="dnas",
+    help="Search and understand DenseNet and Wide-ResNet architectures.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dnas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = None,
+) -> None:
+    """Search and understand DenseNet and Wide-ResNet architectures."""
+
+
+def _register() -> None:
+    from . import profile, space
+
+    for module in (profile, space):
+        module.register(app)
+
+
+_register()

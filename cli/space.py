@@ -1,0 +1,76 @@
+"""`dnas space`: the design spaces with exact costs."""
+
+from __future__ import annotations
+
+import csv
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from dnas.space import SPACES
+
+from .common import DatasetName, out, print_json, user_errors
+
+
+class Family(str, Enum):
+    densenet = "densenet"
+    wrn = "wrn"
+    all = "all"
+
+
+class SortKey(str, Enum):
+    params = "params"
+    flops = "flops"
+    name = "name"
+
+
+SPACE_HELP = (
+    "List every architecture of the default design spaces with exact parameters and FLOPs "
+    "(fvcore convention: 1 multiply-add = 1 flop), and how many meet the budgets.\n\n"
+    + "\n\n".join(s.describe() for s in SPACES.values())
+)
+
+
+def space(
+    family: Annotated[Family, typer.Argument(help="Which design space.")] = Family.all,
+    budget: Annotated[
+        Optional[list[str]],
+        typer.Option("--budget", "-b", help="e.g. 1M-params, 800k-params, 300M-flops, 0.5G-flops; repeat: all must hold."),
+    ] = None,
+    dataset: Annotated[DatasetName, typer.Option(help="Sets classes, channels and input size.")] = DatasetName.cifar10,  # type: ignore[attr-defined]
+    sort: Annotated[SortKey, typer.Option(help="Sort the table by this column.")] = SortKey.params,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Largest first.")] = False,
+    limit: Annotated[int, typer.Option(min=0, help="Rows to print (0 = all).")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write every matching row to this CSV file.")] = None,
+) -> None:
+    from dnas.space import search_space
+
+    with user_errors():
+        result = search_space(family.value, dataset.value, tuple(budget or ()), sort.value, reverse)
+        if csv_path:
+            with open(csv_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(result.rows[0]))
+                writer.writeheader()
+                writer.writerows(result.rows)
+        rows = result.rows[:limit] if limit else result.rows
+        if as_json:
+            print_json({**result.summary(), "rows": rows})
+            return
+        out.print(
+            f"{result.total:,} candidates in {family.value} on {dataset.value}; "
+            f"{len(result.rows):,} meet {result.budget_text} (counted in {result.seconds * 1e3:.0f} ms)"
+        )
+        table = Table("name", "family", "depth", "params", "FLOPs (fvcore)", "MACs (conv+linear)")
+        for r in rows:
+            table.add_row(r["name"], r["family"], str(r["depth"]), f"{r['params']:,}", f"{r['flops']:,}", f"{r['macs']:,}")
+        out.print(table)
+        if limit and len(result.rows) > limit:
+            out.print(f"... {len(result.rows) - limit:,} more (--limit 0 shows all, --csv FILE writes all)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=SPACE_HELP)(space)

@@ -1,0 +1,152 @@
+"""The default design spaces: ranges as data, and a pure generator over them.
+
+DenseNet (Huang et al. 2017): three equal dense blocks of n layers, growth rate k, bottleneck
+on/off, compression θ; the CIFAR stem. WRN (Zagoruyko & Komodakis 2016): N blocks per group
+(depth 6N + 4), widen factor k, the nine block types of Tables 2 and 3. Dropout is a training
+choice (it changes no cost) and is searched, not enumerated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from dnas.budget import Budget, allows_all
+from dnas.cost import Cost, count
+from dnas.datasets import DatasetInfo
+from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, WRNSpec
+
+
+@dataclass(frozen=True)
+class DenseNetSpace:
+    layers_per_block: tuple[int, ...] = tuple(range(1, 65))  # n; depth 3n+4 (6n+4 with B)
+    growth_rates: tuple[int, ...] = (4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40)
+    bottleneck: tuple[bool, ...] = (False, True)
+    compression: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+
+    def specs(self, num_classes: int = 10, in_channels: int = 3) -> Iterator[DenseNetSpec]:
+        for b in self.bottleneck:
+            for theta in self.compression:
+                for k in self.growth_rates:
+                    for n in self.layers_per_block:
+                        depth = (6 if b else 3) * n + 4
+                        yield DenseNetSpec(depth, k, b, theta, num_classes=num_classes, in_channels=in_channels)
+
+    def describe(self) -> str:
+        return (
+            f"DenseNet: n = {_span(self.layers_per_block)} layers per block (L = 3n+4, 6n+4 with B), "
+            f"k in {{{', '.join(map(str, self.growth_rates))}}}, bottleneck on/off, "
+            f"θ in {{{', '.join(f'{t:g}' for t in self.compression)}}}, CIFAR stem"
+        )
+
+
+@dataclass(frozen=True)
+class WRNSpace:
+    blocks_per_group: tuple[int, ...] = tuple(range(1, 25))  # N; depth 6N+4
+    widen: tuple[int, ...] = tuple(range(1, 21))
+    block_types: tuple[tuple[int, ...], ...] = tuple(WRN_BLOCK_TYPES.values())
+
+    def specs(self, num_classes: int = 10, in_channels: int = 3) -> Iterator[WRNSpec]:
+        for block in self.block_types:
+            for k in self.widen:
+                for n in self.blocks_per_group:
+                    yield WRNSpec(6 * n + 4, k, block, num_classes=num_classes, in_channels=in_channels)
+
+    def describe(self) -> str:
+        types = ", ".join(f"B({','.join(map(str, b))})" for b in self.block_types)
+        return f"WRN: N = {_span(self.blocks_per_group)} blocks per group (depth 6N+4), k = {_span(self.widen)}, {types}"
+
+
+def _span(values: tuple[int, ...]) -> str:
+    return f"{min(values)}..{max(values)}"
+
+
+SPACES = {"densenet": DenseNetSpace(), "wrn": WRNSpace()}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    spec: Spec
+    cost: Cost
+
+
+def candidates(family: str, dataset: DatasetInfo) -> Iterator[Candidate]:
+    """Every spec of the family ('densenet', 'wrn' or 'all') with its exact cost on the dataset."""
+    families = list(SPACES) if family == "all" else [family]
+    size = (dataset.height, dataset.width)
+    for fam in families:
+        for spec in SPACES[fam].specs(dataset.num_classes, dataset.channels):
+            yield Candidate(spec, count(spec, size))
+
+
+def within(budgets: tuple[Budget, ...], cands: list[Candidate]) -> list[Candidate]:
+    return [c for c in cands if allows_all(budgets, c.cost)]
+
+
+@dataclass
+class SpaceResult:
+    family: str
+    dataset: str
+    budgets: tuple[Budget, ...]
+    total: int
+    rows: list[dict]  # the candidates that meet every budget, sorted
+    seconds: float  # enumeration + exact counting time
+
+    @property
+    def budget_text(self) -> str:
+        return " and ".join(map(str, self.budgets)) or "no budget"
+
+    def summary(self) -> dict:
+        return {
+            "family": self.family,
+            "dataset": self.dataset,
+            "budgets": [str(b) for b in self.budgets],
+            "total": self.total,
+            "matching": len(self.rows),
+            "seconds": self.seconds,
+            "flops_convention": "fvcore: 1 multiply-add = 1 flop, batch 1",
+        }
+
+
+def row(c: Candidate) -> dict:
+    return {
+        "name": c.spec.name,
+        "family": c.spec.family,
+        "depth": c.spec.depth,
+        "params": c.cost.params,
+        "flops": c.cost.flops,
+        "macs": c.cost.macs,
+    }
+
+
+def search_space(
+    family: str, dataset: str, budget_texts: tuple[str, ...] = (), sort: str = "params", reverse: bool = False
+) -> SpaceResult:
+    """Enumerate a family's default space on a dataset and keep what meets every budget.
+
+    Raises:
+        DnasError: for a malformed budget, or one that no candidate meets (saying what the
+        smallest candidate costs).
+    """
+    import time
+
+    from dnas.budget import human, parse_budgets
+    from dnas.datasets import dataset_info
+    from dnas.errors import DnasError
+
+    budgets = parse_budgets(budget_texts)
+    info = dataset_info(dataset)
+    t0 = time.perf_counter()
+    cands = list(candidates(family, info))
+    seconds = time.perf_counter() - t0
+    kept = within(budgets, cands)
+    if not kept:
+        smallest = {m: min(getattr(c.cost, m) for c in cands) for m in ("params", "flops")}
+        raise DnasError(
+            f"no {family} candidate on {dataset} meets {' and '.join(map(str, budgets))}: the smallest costs"
+            f" {human(smallest['params'])} params ({smallest['params']:,}) and"
+            f" {human(smallest['flops'])} flops ({smallest['flops']:,})"
+        )
+    rows = [row(c) for c in kept]
+    rows.sort(key=lambda r: (r[sort], r["name"]), reverse=reverse)
+    return SpaceResult(family, dataset, budgets, len(cands), rows, seconds)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up everything dnas needs on a fresh Debian machine: system packages (when root) and the venv.
+# Idempotent: re-running installs only what is missing. Called by `make`; safe to run by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+# System packages: Fashion-MNIST offline (real data for the CPU demos and tests).
+need=()
+[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${need[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "setup: optional system packages missing (${need[*]}); install them with apt-get as root" >&2
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV" >&2
+  "$PYTHON" -m venv "$VENV"
+fi
+# (This machine's pip config lists local indexes that may be absent; hide only those warnings.)
+pip() { "$VENV/bin/python" -m pip -q --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+# torch first, pinned to the releases this project is tested with (a CUDA build that also runs on CPU).
+"$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null || pip install "torch==2.14.1" "torchvision==0.29.1"
+pip install -e ".[test]"
+"$VENV/bin/python" -c "import dnas, dnas_cli, torch, optuna, fvcore, plotly, typer" \
+  || { echo "setup: the environment is incomplete; see the messages above" >&2; exit 1; }

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from dnas import __version__
+from dnas_cli.main import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_version_and_help():
+    assert run("--version").output.strip() == f"dnas {__version__}"
+    result = run("space", "--help")
+    assert result.exit_code == 0 and "B(3,1,3)" in result.output
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from dnas_cli.main import app; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_space_json_and_csv(tmp_path):
+    path = tmp_path / "rows.csv"
+    result = run("space", "all", "--budget", "1M-params", "--json", "--limit", "5", "--csv", str(path))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["total"] >= 10_000 and len(data["rows"]) == 5
+    assert all(r["params"] <= 1_000_000 for r in data["rows"])
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == data["matching"]
+
+
+def test_space_table():
+    result = run("space", "wrn", "-b", "3M-params", "--sort", "flops", "--reverse", "--limit", "3")
+    assert result.exit_code == 0
+    assert "candidates in wrn on cifar10" in result.output and "wrn-" in result.output
+
+
+def test_profile_real_tiny_model_json():
+    result = run("profile", "wrn-10-1", "--dataset", "fashion-mnist", "--batch-size", "4", "--repeats", "1", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["params"] == data["params_closed_form"]
+    assert data["flops_fvcore"] == data["flops_closed_form"]
+    assert data["input_shape"] == [1, 28, 28]
+    assert data["speed"][0]["train_images_per_s"] > 0 and data["speed"][0]["peak_train_memory_bytes"] > 0
+    assert "aten::add" in data["uncounted_ops"]
+
+
+def test_profile_densenet_table_has_memory_efficient_row():
+    result = run("profile", "densenet-bc-10-k4", "--batch-size", "4", "--repeats", "1")
+    assert result.exit_code == 0, result.output
+    assert "memory-efficient" in result.output and "denseblock3" in result.output and "(equal)" in result.output
+
+
+def test_profile_paper_model_shows_published_numbers():
+    result = run("profile", "densenet-40", "--batch-size", "2", "--repeats", "1", "--no-memory-efficient")
+    assert result.exit_code == 0, result.output
+    assert "1,019,722 (ours equal)" in result.output and "C10+ 5.24%" in result.output
+
+
+BAD_INPUTS = [
+    (("profile", "densenet-41"), "densenet-40"),
+    (("profile", "resnet50"), "not a DenseNet or WRN name"),
+    (("profile", "wrn-28-10-b77"), "unknown WRN block type"),
+    (("profile", "densenet121", "--dataset", "fashion-mnist"), "too small"),
+    (("profile", "wrn-16-4", "--dataset", "nope"), "nope"),
+    (("profile", "wrn-16-4", "--batch-size", "0"), "batch-size"),
+    (("space", "all", "--budget", "1M"), "e.g. 1M-params"),
+    (("space", "all", "--budget", "lots-params"), "e.g. 1M-params"),
+    (("space", "wrn", "--budget", "1k-params"), "the smallest costs"),
+    (("space", "resnet"), "resnet"),
+    (("space", "all", "--limit", "-1"), "limit"),
+    (("space", "all", "--sort", "speed"), "speed"),
+]
+
+
+@pytest.mark.parametrize("args, fragment", BAD_INPUTS)
+def test_bad_input_is_one_clear_line(args, fragment):
+    result = run(*args)
+    assert result.exit_code == 2
+    assert fragment in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cuda_requested_without_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    result = run("profile", "wrn-10-1", "--device", "cuda")
+    assert result.exit_code == 2 and "--device cpu" in result.output
