@@ -33,10 +33,14 @@ def main(
 
 
 def _register() -> None:
-    from . import profile, space
+    from . import profile, report, reuse, search, space, train
 
-    for module in (profile, space):
+    for module in (profile, space, search, train, report, reuse):
         module.register(app)
 
 
 _register()
+
+
+if __name__ == "__main__":
+    app()

@@ -17,6 +17,7 @@ from .common import DatasetName, out, print_json, user_errors
 
 class Family(str, Enum):
     densenet = "densenet"
+    densenet_bc = "densenet-bc"
     wrn = "wrn"
     all = "all"
 
@@ -30,7 +31,8 @@ class SortKey(str, Enum):
 SPACE_HELP = (
     "List every architecture of the default design spaces with exact parameters and FLOPs "
     "(fvcore convention: 1 multiply-add = 1 flop), and how many meet the budgets.\n\n"
-    + "\n\n".join(s.describe() for s in SPACES.values())
+    + "\n\n".join(s.describe() for name, s in SPACES.items() if name != "densenet-bc")
+    + "\n\ndensenet-bc: the DenseNet space with bottleneck and θ = 0.5 only."
 )
 
 

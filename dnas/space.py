@@ -61,7 +61,12 @@ def _span(values: tuple[int, ...]) -> str:
     return f"{min(values)}..{max(values)}"
 
 
-SPACES = {"densenet": DenseNetSpace(), "wrn": WRNSpace()}
+SPACES = {
+    "densenet": DenseNetSpace(),
+    "densenet-bc": DenseNetSpace(bottleneck=(True,), compression=(0.5,)),  # the paper's best variant
+    "wrn": WRNSpace(),
+}
+ALL = ("densenet", "wrn")  # "all": the union (densenet-bc is inside densenet)
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,11 @@ class Candidate:
 
 def candidates(family: str, dataset: DatasetInfo) -> Iterator[Candidate]:
     """Every spec of the family ('densenet', 'wrn' or 'all') with its exact cost on the dataset."""
-    families = list(SPACES) if family == "all" else [family]
+    if family != "all" and family not in SPACES:
+        from dnas.errors import DnasError
+
+        raise DnasError(f"unknown space {family!r}; choose all, {', '.join(SPACES)}")
+    families = ALL if family == "all" else [family]
     size = (dataset.height, dataset.width)
     for fam in families:
         for spec in SPACES[fam].specs(dataset.num_classes, dataset.channels):

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Set up everything dnas needs on a fresh Debian machine: system packages (when root) and the venv.
-# Idempotent: re-running installs only what is missing. Called by `make`; safe to run by hand.
+# Usage: scripts/setup.sh [--test]. Idempotent: re-running installs only what is missing. Called by `make`; safe to run by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
-# System packages: Fashion-MNIST offline (real data for the CPU demos and tests).
+# System packages: Fashion-MNIST offline (real data for the CPU demos and tests); with --test also
+# PostgreSQL (the multi-worker search test) and Chromium (the report's browser test).
 need=()
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+if [ "${1:-}" = "--test" ]; then
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+  command -v chromium >/dev/null || need+=(chromium)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${need[*]}" >&2

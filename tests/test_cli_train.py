@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from dnas_cli.main import app
+from typer.testing import CliRunner
+
+from dnas.data import DEBIAN_FASHION_MNIST
+from tests.test_data import offline, write_idx_dataset  # noqa: F401 - offline is a fixture
+
+runner = CliRunner()
+TINY = [
+    "densenet-bc-10-k4",
+    "--dataset",
+    "fashion-mnist",
+    "--val-size",
+    "50",
+    "--batch-size",
+    "32",
+    "--seed",
+    "3",
+]
+
+
+@pytest.fixture
+def idx(tmp_path: Path) -> Path:
+    return write_idx_dataset(tmp_path / "fmnist", n_train=250, n_test=40)
+
+
+def test_train_runs_for_real(tmp_path: Path, idx: Path) -> None:
+    out = tmp_path / "run"
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            *TINY,
+            "--epochs",
+            "2",
+            "--data-dir",
+            str(idx),
+            "--out",
+            str(out),
+            "--eval-test",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "test acc" in r.stdout and "epoch 2" in r.output
+    assert {p.name for p in out.iterdir()} == {
+        "config.json",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "result.json",
+    }
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    config = json.loads((out / "config.json").read_text())
+    assert config["name"] == "densenet-bc-10-k4" and config["data"]["train"] == 200
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["spec"]["in_channels"] == 1
+
+
+@pytest.mark.skipif(
+    not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
+)
+def test_train_on_the_real_debian_fashion_mnist(tmp_path: Path, offline: None) -> None:  # noqa: F811
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "densenet-bc-10-k4",
+            "--dataset",
+            "fashion-mnist",
+            "--train-subset",
+            "256",
+            "--val-size",
+            "200",
+            "--epochs",
+            "1",
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["metrics"][0]["val_acc"] > 0.1 and not result["diverged"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["source"] == str(
+        DEBIAN_FASHION_MNIST
+    )
+
+
+def test_missing_dataset_is_one_line(tmp_path: Path, offline: None) -> None:  # noqa: F811
+    r = runner.invoke(
+        app, ["train", "wrn-10-1", "--dataset", "cifar10", "--data-dir", str(tmp_path)]
+    )
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("Error: dataset cifar10")
+        and "--data-dir" in lines[0]
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["densenet-bc-11"], "did you mean"),
+        (["wrn-10-1", "--dataset", "cifar11"], "unknown dataset"),
+        (["wrn-10-1", "--dataset", "imagefolder:/no/such/dir"], "no such directory"),
+        (["wrn-10-1", "--resume"], "--resume needs --out"),
+    ],
+)
+def test_bad_input_is_one_line(args: list[str], message: str) -> None:
+    r = runner.invoke(app, ["train", *args])
+    assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, (
+        r.output
+    )
+
+
+def test_resume_from_a_corrupt_checkpoint(tmp_path: Path, idx: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"definitely not a checkpoint")
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    r = runner.invoke(app, ["train", *TINY, "--data-dir", str(idx), "--out", str(out), "--resume"])
+    assert r.exit_code == 2 and "not a readable dnas checkpoint" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_spec_file(tmp_path: Path, idx: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"family": "wrn", "depth": 10, "widen": 1, "block": [3, 3]}))
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            str(spec),
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            str(idx),
+            "--val-size",
+            "50",
+            "--train-subset",
+            "64",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "wrn-10-1" in r.stdout
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, idx: Path) -> None:
+    args = [*TINY, "--epochs", "12", "--data-dir", str(idx)]
+    assert runner.invoke(app, ["train", *args, "--out", str(tmp_path / "full")]).exit_code == 0
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from dnas_cli.main import app; app()",
+            "train",
+            *args,
+            "--out",
+            str(cut),
+        ],
+        cwd=Path(__file__).parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
+    deadline = time.time() + 120
+    while not (cut / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len((cut / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= done < 12, "the run finished before it could be killed"
+    r = runner.invoke(app, ["train", *args, "--out", str(cut), "--resume"])
+    assert r.exit_code == 0, r.output
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(cut / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+import re
+import warnings
+
+import optuna
+import pytest
+from dnas_cli.main import app
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from typer.testing import CliRunner
+
+from benchmarks.bench_report import synthetic_study
+from dnas import report_data as rd
+from dnas.report import build_report_data, render_html, write_report
+from dnas.spec import DenseNetSpec
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def trial(
+    name: str, params: int, acc: float | None, family: str = "densenet", **attrs
+) -> optuna.trial.FrozenTrial:
+    """A trial as `dnas search` stores it; acc None: an over-budget proposal (never trained)."""
+    user = {
+        "name": name,
+        "family": family,
+        "params": params,
+        "flops": params * 100,
+        "violation": -0.5,
+        **attrs,
+    }
+    dist = {
+        "family": CategoricalDistribution(["densenet", "wrn"]),
+        "densenet_layers_per_block": IntDistribution(1, 64),
+    }
+    p = {
+        "family": family if family in ("densenet", "wrn") else "wrn",
+        "densenet_layers_per_block": params % 64 + 1,
+    }
+    if acc is None:
+        user.update(rejected="over budget", violation=1.0)
+        return optuna.trial.create_trial(
+            values=[0.0, float(params)], params=p, distributions=dist, user_attrs=user
+        )
+    metrics = [{"epoch": 1, "val_acc": acc / 2}, {"epoch": 2, "val_acc": acc}]
+    user.update(trained=True, metrics=metrics, epochs=2, wall_time_s=12.5)
+    return optuna.trial.create_trial(
+        values=[acc, float(params)], params=p, distributions=dist, user_attrs=user
+    )
+
+
+def small_study(name: str = "small", storage: str | None = None) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=name, storage=storage, directions=["maximize", "minimize"]
+    )
+    study.set_user_attr("budgets", ["1M-params"])
+    study.set_user_attr("dataset", "cifar10")
+    study.add_trials(
+        [
+            trial("densenet-40", 400_000, 0.60),
+            trial("densenet-bc-100", 800_000, 0.70),
+            trial("densenet-bc-52", 300_000, 0.55),
+            trial("densenet-bc-64", 600_000, 0.58),  # dominated by densenet-40
+            trial("wrn-94-11-b31", 94_000_000, None, family="wrn"),
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.FAIL,
+                user_attrs={
+                    "name": "wrn-40-4",
+                    "family": "wrn",
+                    "params": 900_000,
+                    "flops": 1,
+                    "failure": "RuntimeError: OOM",
+                },
+            ),
+        ]
+    )
+    return study
+
+
+def test_rows_never_show_a_rejected_proposals_placeholder_accuracy():
+    rows = {r.name: r for r in rd.trial_rows(small_study())}
+    assert rows["wrn-94-11-b31"].state == rd.OVER_BUDGET and rows["wrn-94-11-b31"].val_acc is None
+    assert rows["wrn-40-4"].state == rd.FAILED and "OOM" in rows["wrn-40-4"].note
+    assert rows["densenet-bc-100"].curve == [(1, 0.35), (2, 0.70)]
+    assert rows["densenet-bc-100"].epochs == 2 and rows["densenet-bc-100"].wall_time_s == 12.5
+
+
+def test_pareto_data():
+    rows = rd.trial_rows(small_study())
+    info = rd.study_info(small_study(), rows)
+    data = rd.pareto_data(rows, info, "params", rd.references("cifar10"))
+    assert [r.name for r in data.front] == ["densenet-bc-52", "densenet-40", "densenet-bc-100"]
+    assert [r.name for r in data.trained] == ["densenet-bc-64"]
+    assert [r.state for r in data.untrained] == [rd.OVER_BUDGET, rd.FAILED]
+    assert data.budgets == [1_000_000]
+    bc100 = next(r for r in data.references if r.name == "densenet-bc-100")
+    # Huang et al. 2017, Table 2: DenseNet-BC (L=100, k=12), 0.8M parameters, 4.51% on C10+.
+    assert (bc100.params, bc100.error, bc100.column, bc100.epochs) == (769_162, 4.51, "C10+", 300)
+    assert bc100.accuracy == pytest.approx(0.9549)
+    wrn = next(r for r in data.references if r.name == "wrn-28-10")
+    assert (wrn.error, wrn.epochs) == (4.00, 200)
+    assert rd.references("fashion-mnist") == [] and rd.references(None) == []
+
+
+def test_front_is_exactly_the_non_dominated_set():
+    rows = rd.trial_rows(synthetic_study(120, seed=3))
+    front = {r.number for r in rd.pareto_front(rows, "flops")}
+    trained = [r for r in rows if r.state == rd.TRAINED]
+    for r in trained:
+        dominated = any(
+            o.val_acc >= r.val_acc
+            and o.flops <= r.flops
+            and (o.val_acc, o.flops) != (r.val_acc, r.flops)
+            for o in trained
+        )
+        assert (r.number in front) != dominated or any(
+            (o.val_acc, o.flops) == (r.val_acc, r.flops) and o.number in front
+            for o in trained
+            if o is not r
+        )
+
+
+def test_hypervolume_and_history():
+    assert rd.hypervolume([(0.5, 0.0)], 10) == 0.5
+    # (0.5 at cost 2) and (0.8 at cost 6), reference cost 10: 0.5·4 + 0.8·4 = 5.2 -> 0.52.
+    assert rd.hypervolume([(0.5, 2.0), (0.8, 6.0)], 10) == pytest.approx(0.52)
+    assert rd.hypervolume([(0.9, 20.0)], 10) == 0.0
+    study = small_study()
+    rows = rd.trial_rows(study)
+    h = rd.history(rows, rd.study_info(study, rows))
+    assert h.numbers == [0, 1, 2, 3] and h.best_acc == [0.60, 0.70, 0.70, 0.70]
+    assert h.hv_reference == 1_000_000
+    assert h.hypervolume == pytest.approx(
+        [0.6 * 0.6, 0.6 * 0.4 + 0.7 * 0.2, 0.55 * 0.1 + 0.6 * 0.4 + 0.7 * 0.2] + [0.435]
+    )
+
+
+def test_importances_need_enough_trials():
+    small = small_study()
+    imp = rd.importances(small, rd.trial_rows(small))
+    assert imp.groups == {} and "at least 10" in imp.reason
+    big = synthetic_study(80, seed=1)
+    imp = rd.importances(big, rd.trial_rows(big))
+    assert "densenet" in imp.groups and "densenet_growth_rate" in imp.groups["densenet"]
+    assert "family" not in imp.groups["densenet"]
+
+
+def test_study_text_is_escaped(tmp_path):
+    evil = "<script>alert(1)</script>"
+    study = optuna.create_study(study_name=evil, directions=["maximize", "minimize"])
+    study.set_user_attr("budgets", ["1M-params", "</script><b>x"])
+    study.set_user_attr("dataset", evil)
+    study.set_user_attr("space", evil)
+    study.add_trial(trial('<img src=x onerror="alert(2)">', 1000, 0.5, family=evil, failure=evil))
+    page = write_report(study, tmp_path).read_text()
+    assert "alert(1)</script>" not in page and "<img src=x" not in page and "<b>x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    # Only our own script elements: plotly.js, then the figures and the table code.
+    assert page.count("<script") == 2 and page.count("</script>") == 2
+
+
+def test_report_page(tmp_path):
+    page = write_report(synthetic_study(60, seed=2), tmp_path / "r", reuse_top=0)
+    text = page.read_text()
+    assert (tmp_path / "r" / "plotly.min.js").stat().st_size > 1_000_000
+    assert re.findall(r'<script src="([^"]+)"', text) == ["plotly.min.js"]
+    assert "cdn.plot.ly" not in text and "http://" not in text and "https://" not in text
+    for needle in (
+        'id="pareto_params"',
+        'id="pareto_flops"',
+        'id="history"',
+        'id="curves"',
+        'id="importances"',
+        'class="sortable"',
+        "published",
+        "densenet-bc-100",
+        "budget 1M params",
+    ):
+        assert needle in text, needle
+
+
+def test_report_shows_reuse_of_the_front_densenet(tmp_path):
+    from tests.test_reuse import train_tiny
+
+    run = train_tiny(DenseNetSpec(10, growth_rate=2), tmp_path / "run")
+    study = small_study()
+    study.add_trial(trial("densenet-10-k2", 20_000, 0.65, run_dir=str(run)))
+    data = build_report_data(study)
+    assert [row.name for row, _ in data.reuse] == ["densenet-10-k2"]
+    assert len(data.reuse[0][1].blocks) == 3
+    assert any("densenet-bc-100" in n and "no checkpoint" in n for n in data.reuse_notes)
+    html = render_html(data)
+    assert 'id="reuse0_2"' in html and "average absolute weight" in html
+
+
+def test_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    small_study("demo", "sqlite:///demo.db")
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", "demo", "--storage", "sqlite:///demo.db"])
+    assert result.exit_code == 0, result.output
+    assert (
+        tmp_path / "reports" / "demo" / "index.html"
+    ).exists() and "index.html" in result.stdout
+    result = runner.invoke(app, ["report", "nope", "--storage", "sqlite:///demo.db"])
+    assert (
+        result.exit_code == 2
+        and "studies there: demo" in result.output
+        and "Traceback" not in result.output
+    )
+    result = runner.invoke(app, ["report", "nope"])
+    assert result.exit_code == 2 and "no study database" in result.output
+
+
+def test_storage_base(tmp_path):
+    from dnas.report import storage_base
+
+    assert storage_base(f"sqlite:///{tmp_path}/studies/x.db") == tmp_path
+    assert storage_base("postgresql://u@h/db") is None
+
+
+def test_single_objective_study_with_pruned_trials(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("budgets", ["300M-flops"])
+    attrs = {"name": "wrn-16-2", "family": "wrn", "params": 690_000, "flops": 100_000_000}
+    study.add_trial(optuna.trial.create_trial(value=0.7, user_attrs={**attrs, "trained": True}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.PRUNED,
+            intermediate_values={1: 0.3, 2: 0.4},
+            user_attrs={**attrs, "name": "wrn-22-2", "trained": True},
+        )
+    )
+    rows = rd.trial_rows(study)
+    assert rows[1].state == rd.PRUNED and rows[1].val_acc == 0.4 and rows[1].epochs == 2
+    info = rd.study_info(study, rows)
+    assert info.objective == "accuracy" and rd.history(rows, info).hypervolume is None
+    data = rd.pareto_data(rows, info, "flops", [])
+    assert data.budgets == [300_000_000] and [r.name for r in data.pruned] == ["wrn-22-2"]
+    assert write_report(study, tmp_path).exists()

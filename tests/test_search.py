@@ -1,0 +1,164 @@
+"""Search on real Fashion-MNIST subsets with tiny budgets: trials really train."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from dnas.search import SearchConfig, open_study, search, suggest_spec, trained_count, violation
+from dnas_cli.main import app
+
+TINY = dict(budgets=("20k-params", "3M-flops"), dataset="fashion-mnist", epochs=1, train_subset=300, val_size=200,
+            batch_size=64)
+
+
+def tiny(tmp_path: Path, **kw) -> SearchConfig:
+    if kw.get("space") == "wrn":  # the smallest WRN has 29k parameters
+        kw.setdefault("budgets", ("60k-params", "10M-flops"))
+    return SearchConfig(**{**TINY, "studies_dir": str(tmp_path / "studies"), **kw})
+
+
+def cli_args(tmp_path: Path, study: str, trials: int) -> list[str]:
+    return ["search", "-b", "20k-params", "-b", "3M-flops", "--dataset", "fashion-mnist", "--epochs", "1",
+            "--train-subset", "300", "--val-size", "200", "--batch-size", "64", "--trials", str(trials),
+            "--study", study, "--storage", f"sqlite:///{tmp_path}/{study}.db"]
+
+
+def test_budget_is_never_exceeded_by_a_trained_trial(tmp_path):
+    summary = search(tiny(tmp_path, trials=3, space="all"))
+    study = open_study(tiny(tmp_path, trials=3, space="all"))
+    trained = [t for t in study.trials if t.user_attrs.get("trained")]
+    assert summary.complete == 3 == len(trained)
+    for t in study.trials:
+        over = t.user_attrs["params"] > 20_000 or t.user_attrs["flops"] > 3_000_000
+        assert over == bool(t.user_attrs.get("rejected"))
+        assert not (over and t.user_attrs.get("trained"))
+        assert t.system_attrs.get("constraints:budget") == pytest.approx(t.user_attrs["violation"])
+    for t in trained:
+        assert t.user_attrs["metrics"][0]["val_acc"] == pytest.approx(t.values[0])
+        assert t.user_attrs["name"] and t.user_attrs["device"] == "cpu" and t.user_attrs["wall_time_s"] > 0
+    assert summary.rejected_over_budget == sum(1 for t in study.trials if t.user_attrs.get("rejected"))
+    front_dirs = {m.run_dir for m in summary.front}
+    assert all((Path(d) / "checkpoint.pt").exists() for d in front_dirs)
+    for t in trained:  # only the front keeps its checkpoint
+        if t.user_attrs["run_dir"] not in front_dirs:
+            assert not (Path(t.user_attrs["run_dir"]) / "checkpoint.pt").exists()
+
+
+def test_rerun_resumes_the_same_study(tmp_path):
+    search(tiny(tmp_path, trials=1, space="wrn"))
+    summary = search(tiny(tmp_path, trials=2, space="wrn"))
+    assert summary.complete == 2  # one more, not two more
+
+
+def test_impossible_budget_fails_before_any_trial(tmp_path):
+    result = CliRunner().invoke(app, cli_args(tmp_path, "x", 2)[:1] + ["-b", "1k-params", "--dataset", "fashion-mnist"])
+    assert result.exit_code == 2 and "the smallest costs" in result.output
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [(["--objective", "best"], "unknown objective"), (["--sampler", "grid"], "unknown sampler"),
+     (["--cost", "latency"], "unknown cost"), (["--timeout", "soon"], "bad duration"),
+     (["--trials", "0"], "--trials must be"), (["--config", "nope.toml"], "no such file"),
+     (["-b", "1M"], "e.g. 1M-params"), (["--storage", "nosuchdb://x"], "cannot open storage")],
+)
+def test_bad_search_input(args, fragment, tmp_path):
+    result = CliRunner().invoke(app, ["search", "--dataset", "fashion-mnist", "--study", "s",
+                                      "--trials", "1", *args] if "--storage" in args else
+                                ["search", "--dataset", "fashion-mnist", "--trials", "1", "--storage",
+                                 f"sqlite:///{tmp_path}/s.db", *args])
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output and "Traceback" not in result.output
+
+
+def test_sampler_learns_from_rejections_without_training():
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, n_startup_trials=5))
+    from dnas.budget import parse_budgets
+    from dnas.cost import count
+    from dnas.datasets import DATASETS
+
+    budgets, info = parse_budgets(["200k-params"]), DATASETS["cifar10"]
+    feasible = []
+    for _ in range(60):
+        trial = study.ask()
+        spec = suggest_spec(trial, "all", info)
+        v = violation(budgets, count(spec))
+        trial.set_constraint("budget", v)
+        feasible.append(v <= 0)
+        study.tell(trial, (0.5 if v <= 0 else 0.0, count(spec).params))
+    # Random proposals are mostly over 200k parameters; TPE with constraints learns to avoid them.
+    assert sum(feasible[30:]) > 2 * sum(feasible[:10]) and sum(feasible[30:]) >= 15
+
+
+def test_cli_search_json_and_config_file(tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('budget = ["20k-params", "3M-flops"]\ndataset = "fashion-mnist"\nepochs = 1\ntrain_subset = 300\n'
+                   f'val_size = 200\nspace = "densenet"\ntrials = 2\nstudies_dir = "{tmp_path}/studies"\n')
+    result = CliRunner().invoke(app, ["search", "--config", str(cfg), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout[result.stdout.index("{"):])
+    assert data["complete"] == 2 and data["best"]["params"] <= 20_000
+    assert all(m["name"].startswith("densenet") for m in data["front"])
+
+
+def test_two_local_workers_share_sqlite(tmp_path):
+    summary = search(tiny(tmp_path, trials=4, workers=2, space="wrn"))
+    study = open_study(tiny(tmp_path, trials=4, workers=2, space="wrn"))
+    states = [t.state for t in study.trials if t.user_attrs.get("trained")]
+    assert summary.failed == 0 and all(s == optuna.trial.TrialState.COMPLETE for s in states)
+    assert 4 <= len(states) <= 5  # each worker stops once 4 are trained; a race can add one
+
+
+@pytest.mark.slow
+def test_killed_worker_loses_no_completed_trial(tmp_path):
+    study_name, db = "kill", tmp_path / "kill.db"
+    args = [sys.executable, "-m", "dnas_cli.main", *cli_args(tmp_path, study_name, 2)[:-4],
+            "--space", "densenet", "--train-subset", "1500", "--study", study_name, "--storage", f"sqlite:///{db}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    storage = f"sqlite:///{db}"
+    deadline = time.time() + 240
+    # Kill it while a trial trains, after at least one completed.
+    while time.time() < deadline:
+        time.sleep(1)
+        if not db.exists():
+            continue
+        trials = optuna.load_study(study_name=study_name, storage=storage).trials
+        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("trained")]
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("trained")]
+        if done and running:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {t.number for t in optuna.load_study(study_name=study_name, storage=storage).trials
+              if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("trained")}
+    assert before
+    time.sleep(35)  # past the heartbeat's grace period: the killed trial is stale
+    rerun = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    after = {t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("trained")}
+    assert before <= after and len(after) >= 2
+    assert trained_count(study) >= 2
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert any(t.state == optuna.trial.TrialState.FAIL for t in study.trials)  # the killed one, marked by the heartbeat
+
+
+def test_hypervolume_is_the_mean_best_accuracy_over_costs():
+    from dnas.search import hypervolume
+
+    # best 0 on [0, 20), 0.5 on [20, 60), 0.8 on [60, 100]: (0.5*40 + 0.8*40) / 100
+    assert hypervolume([(20, 0.5), (60, 0.8), (70, 0.6), (150, 0.99)], 100) == pytest.approx(0.52)
+    assert hypervolume([], 100) == 0.0
