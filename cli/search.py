@@ -72,6 +72,7 @@ def search(
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda [default: cpu].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Sampler and training seed [default: 0].")] = None,
     data_dir: Annotated[Optional[str], typer.Option(help="Dataset cache directory.")] = None,
+    reports_dir: Annotated[Optional[str], typer.Option(help="Where the HTML report goes: DIR/STUDY/index.html [default: reports].")] = None,
     retrain_top: Annotated[Optional[int], typer.Option(help="Retrain the K best front members and test them.")] = None,
     final_epochs: Annotated[Optional[int], typer.Option(help="Epochs for --retrain-top [default: 30].")] = None,
     config: Annotated[Optional[Path], typer.Option(help="A study definition, e.g. studies/densenet-bc-1m-cifar10.toml; options given here override it.")] = None,
@@ -85,7 +86,7 @@ def search(
         given = dict(space=space, dataset=dataset, trials=trials, epochs=epochs, train_subset=train_subset, val_size=val_size,
                      batch_size=batch_size, objective=objective, cost=cost, sampler=sampler, study=study,
                      storage=storage, workers=workers, device=device, seed=seed, data_dir=data_dir,
-                     retrain_top=retrain_top, final_epochs=final_epochs)
+                     retrain_top=retrain_top, final_epochs=final_epochs, reports_dir=reports_dir)
         values.update({k: v for k, v in given.items() if v is not None})
         if budget:
             values["budgets"] = tuple(budget)
@@ -151,6 +152,7 @@ def _show(s) -> None:  # noqa: ANN001 - a SearchSummary
         out.print(f"best under budget: {s.best.name} ({s.best.params:,} params), val acc {s.best.val_acc:.4f}; checkpoint in {s.best.run_dir}")
     for f in s.final:
         out.print(f"retrained {f['name']} for {f['epochs']} epochs: test acc {f['test_acc']:.4f} (val {f['final_val_acc']:.4f})")
+    out.print(f"report: {s.report}")
 
 
 def register(app: typer.Typer) -> None:

@@ -63,13 +63,33 @@ class DenseLayer(nn.Module):
         self.bottleneck = spec.bottleneck
         self.drop_rate = spec.dropout
         self.memory_efficient = memory_efficient
+        self._recomputing = False
 
     def first(self, *features: torch.Tensor) -> torch.Tensor:
         return self.conv1(self.relu1(self.norm1(torch.cat(features, 1))))
 
+    def _first_checkpointed(self, *features: torch.Tensor) -> torch.Tensor:
+        """``first`` as the checkpoint runs it: once in the forward pass, once more in backward.
+
+        The second run must normalise exactly as the first (batch statistics in training) but
+        must not update the running statistics again, which torchvision's memory-efficient
+        DenseNet does (its running means move twice per step).
+        """
+        x = torch.cat(features, 1)
+        if self._recomputing:
+            n = self.norm1
+            # Throwaway copies take the update, so the op (and what autograd saves) is the same.
+            mean, var = n.running_mean.clone(), n.running_var.clone()
+            x = F.batch_norm(x, mean, var, n.weight, n.bias, True, n.momentum, n.eps)
+        else:
+            x = self.norm1(x)
+            self._recomputing = True
+        return self.conv1(self.relu1(x))
+
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if self.memory_efficient and self.training and any(f.requires_grad for f in features):
-            out = cp.checkpoint(self.first, *features, use_reentrant=False)
+            self._recomputing = False
+            out = cp.checkpoint(self._first_checkpointed, *features, use_reentrant=False)
         else:
             out = self.first(*features)
         if self.bottleneck:

@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 
 from dnas.budget import Budget, BudgetError, parse_budget
+from dnas.search import hypervolume
 
 MIN_IMPORTANCE_TRIALS = 10
 # Full-training epochs behind the papers' published errors (DenseNet §4.2; WRN §3).
@@ -195,18 +196,6 @@ def pareto_front(rows: list[TrialRow], metric: str) -> list[TrialRow]:
     return front
 
 
-def hypervolume(points: list[tuple[float, float]], ref_cost: float) -> float:
-    """Area dominated by (accuracy, cost) points, up to accuracy 0 and cost ``ref_cost``, divided
-    by ``ref_cost`` (so a single point at cost 0 and accuracy 1 scores 1)."""
-    pts = sorted((c, a) for a, c in points if c <= ref_cost)
-    area, best = 0.0, 0.0
-    for i, (c, a) in enumerate(pts):
-        best = max(best, a)
-        nxt = pts[i + 1][0] if i + 1 < len(pts) else ref_cost
-        area += best * (nxt - c)
-    return area / ref_cost
-
-
 def study_info(study: optuna.Study, rows: list[TrialRow]) -> StudyInfo:
     attrs = study.user_attrs
     budgets, bad = [], []
@@ -315,7 +304,7 @@ def history(rows: list[TrialRow], info: StudyInfo) -> HistoryData:
             front = [(a, fc) for a, fc in front if not (r.val_acc >= a and c <= fc)] + [
                 (r.val_acc, c)
             ]
-            value = hypervolume(front, ref)
+            value = hypervolume([(c, a) for a, c in front], ref)
         hv.append(value)
     pareto = info.objective == "pareto" and ref is not None
     return HistoryData(numbers, best, hv if pareto else None, metric, ref if pareto else None)

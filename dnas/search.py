@@ -58,6 +58,7 @@ class SearchConfig:
     seed: int = 0
     data_dir: str | None = None
     studies_dir: str = "studies"
+    reports_dir: str = "reports"  # the HTML report goes to REPORTS_DIR/STUDY/index.html
     retrain_top: int = 0
     final_epochs: int = 30
 
@@ -245,7 +246,7 @@ class Objective:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        run_dir = self.config.trial_dir / f"trial-{trial.number:05d}"
+        run_dir = (self.config.trial_dir / f"trial-{trial.number:05d}").resolve()
         try:
             result = train(spec, self.data, tcfg, run_dir=run_dir, on_epoch=on_epoch)
         except optuna.TrialPruned:
@@ -328,6 +329,7 @@ class SearchSummary:
     best: FrontMember | None
     wall_time_s: float
     final: list[dict] = field(default_factory=list)
+    report: str | None = None  # path of the HTML report
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -396,6 +398,9 @@ def search(
     prune_checkpoints(study, {m.number for m in summary.front})
     if config.retrain_top:
         summary.final = retrain(study, config, summary.front)
+    from dnas.report import write_report
+
+    summary.report = str(write_report(study, Path(config.reports_dir) / config.study_name))
     return summary
 
 

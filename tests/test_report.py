@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from benchmarks.bench_report import synthetic_study
 from dnas import report_data as rd
 from dnas.report import build_report_data, render_html, write_report
+from dnas.search import hypervolume
 from dnas.spec import DenseNetSpec
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -122,10 +123,10 @@ def test_front_is_exactly_the_non_dominated_set():
 
 
 def test_hypervolume_and_history():
-    assert rd.hypervolume([(0.5, 0.0)], 10) == 0.5
+    assert hypervolume([(0.0, 0.5)], 10) == 0.5
     # (0.5 at cost 2) and (0.8 at cost 6), reference cost 10: 0.5·4 + 0.8·4 = 5.2 -> 0.52.
-    assert rd.hypervolume([(0.5, 2.0), (0.8, 6.0)], 10) == pytest.approx(0.52)
-    assert rd.hypervolume([(0.9, 20.0)], 10) == 0.0
+    assert hypervolume([(2.0, 0.5), (6.0, 0.8)], 10) == pytest.approx(0.52)
+    assert hypervolume([(20.0, 0.9)], 10) == 0.0
     study = small_study()
     rows = rd.trial_rows(study)
     h = rd.history(rows, rd.study_info(study, rows))

@@ -24,13 +24,13 @@ TINY = dict(budgets=("20k-params", "3M-flops"), dataset="fashion-mnist", epochs=
 def tiny(tmp_path: Path, **kw) -> SearchConfig:
     if kw.get("space") == "wrn":  # the smallest WRN has 29k parameters
         kw.setdefault("budgets", ("60k-params", "10M-flops"))
-    return SearchConfig(**{**TINY, "studies_dir": str(tmp_path / "studies"), **kw})
+    return SearchConfig(**{**TINY, "studies_dir": str(tmp_path / "studies"), "reports_dir": str(tmp_path / "reports"), **kw})
 
 
 def cli_args(tmp_path: Path, study: str, trials: int) -> list[str]:
     return ["search", "-b", "20k-params", "-b", "3M-flops", "--dataset", "fashion-mnist", "--epochs", "1",
             "--train-subset", "300", "--val-size", "200", "--batch-size", "64", "--trials", str(trials),
-            "--study", study, "--storage", f"sqlite:///{tmp_path}/{study}.db"]
+            "--reports-dir", str(tmp_path / "reports"), "--study", study, "--storage", f"sqlite:///{tmp_path}/{study}.db"]
 
 
 def test_budget_is_never_exceeded_by_a_trained_trial(tmp_path):
@@ -105,12 +105,14 @@ def test_sampler_learns_from_rejections_without_training():
 def test_cli_search_json_and_config_file(tmp_path):
     cfg = tmp_path / "s.toml"
     cfg.write_text('budget = ["20k-params", "3M-flops"]\ndataset = "fashion-mnist"\nepochs = 1\ntrain_subset = 300\n'
-                   f'val_size = 200\nspace = "densenet"\ntrials = 2\nstudies_dir = "{tmp_path}/studies"\n')
+                   f'val_size = 200\nspace = "densenet"\ntrials = 2\nstudies_dir = "{tmp_path}/studies"\n'
+                   f'reports_dir = "{tmp_path}/reports"\n')
     result = CliRunner().invoke(app, ["search", "--config", str(cfg), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout[result.stdout.index("{"):])
     assert data["complete"] == 2 and data["best"]["params"] <= 20_000
     assert all(m["name"].startswith("densenet") for m in data["front"])
+    assert Path(data["report"]).is_file() and "plotly" in Path(data["report"]).read_text()
 
 
 def test_two_local_workers_share_sqlite(tmp_path):
