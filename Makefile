@@ -18,7 +18,8 @@ $(TEST_STAMP): $(STAMP)
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/dnas profile densenet-bc-100
+	$(VENV)/bin/dnas search --budget 1M-params --budget 20M-flops --dataset fashion-mnist \
+	    --trials 12 --timeout 8m --epochs 2 --train-subset 10000 --val-size 2000
 
 test: $(TEST_STAMP)
 	$(VENV)/bin/python -m pytest -q

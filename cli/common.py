@@ -16,7 +16,7 @@ from dnas.errors import DnasError
 
 # Wide enough that names and exact counts are never cut when stdout is a pipe or a file.
 out = Console(width=None if sys.stdout.isatty() else 160)  # results
-err = Console(stderr=True)  # progress and logs
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # progress and logs
 
 DatasetName = Enum("DatasetName", {d.replace("-", "_"): d for d in DATASETS}, type=str)  # type: ignore[misc]
 

@@ -93,9 +93,10 @@ class DenseLayer(nn.Module):
         else:
             out = self.first(*features)
         if self.bottleneck:
-            out = F.dropout(out, self.drop_rate, self.training)
+            if self.drop_rate:
+                out = F.dropout(out, self.drop_rate, self.training)
             out = self.conv2(self.relu2(self.norm2(out)))
-        return F.dropout(out, self.drop_rate, self.training)
+        return F.dropout(out, self.drop_rate, self.training) if self.drop_rate else out
 
 
 class DenseBlock(nn.ModuleDict):
