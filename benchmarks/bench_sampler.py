@@ -24,9 +24,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budget", default="100k-params")
     parser.add_argument("--flops", default="10M-flops")
-    parser.add_argument("--train-subset", type=int, default=1000)
+    parser.add_argument("--train-subset", type=int, default=4000)
     parser.add_argument("--val-size", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
     limit = parse_budget(args.budget).limit
     results: dict[str, list[float]] = {"auto": [], "random": []}

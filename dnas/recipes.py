@@ -73,7 +73,8 @@ def paper_recipe(family: str, dataset: str, augment: bool) -> Recipe:
 
 
 def fast_recipe() -> Recipe:
-    """Short budgets for search trials: one warm-up epoch, then cosine decay to zero; batch 128 at
+    """Short budgets for search trials: one warm-up epoch (at most a fifth of the run, see
+    ``resolve_recipe``), then cosine decay to zero; batch 128 at
     lr 0.2 (the paper's 0.1 at batch 64, scaled linearly), weight decay 5e-4, no dropout."""
     return Recipe("fast", 10, 128, 0.2, 5e-4, 0.9, True, "cosine", (), 1.0, 1.0, 0.0)
 
@@ -97,6 +98,10 @@ def resolve_recipe(
     fields = {k: v for k, v in overrides.items() if v is not None}
     if "dropout" not in fields and spec_dropout:
         fields["dropout"] = spec_dropout
+    if name == "fast" and "warmup_epochs" not in fields:
+        # One warm-up epoch, but never more than a fifth of a short run (a 2-epoch search trial
+        # would otherwise spend half its steps warming up).
+        fields["warmup_epochs"] = min(recipe.warmup_epochs, 0.2 * fields.get("epochs", recipe.epochs))
     recipe = Recipe(**{**recipe.__dict__, **fields})
     for field, low in (("epochs", 1), ("batch_size", 1)):
         if getattr(recipe, field) < low:

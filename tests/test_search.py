@@ -164,3 +164,26 @@ def test_hypervolume_is_the_mean_best_accuracy_over_costs():
     # best 0 on [0, 20), 0.5 on [20, 60), 0.8 on [60, 100]: (0.5*40 + 0.8*40) / 100
     assert hypervolume([(20, 0.5), (60, 0.8), (70, 0.6), (150, 0.99)], 100) == pytest.approx(0.52)
     assert hypervolume([], 100) == 0.0
+
+
+def test_accuracy_objective_reports_epochs_and_retrains_on_test(tmp_path):
+    cfg = tiny(tmp_path, trials=2, space="densenet", objective="accuracy", epochs=2, retrain_top=1, final_epochs=1)
+    summary = search(cfg)
+    study = open_study(cfg)
+    assert len(study.directions) == 1
+    trained = [t for t in study.trials if t.user_attrs.get("trained")]
+    assert all(sorted(t.intermediate_values) == [1, 2] for t in trained if t.state.name == "COMPLETE")
+    (final,) = summary.final
+    assert final["epochs"] == 1 and 0.0 <= final["test_acc"] <= 1.0
+    assert study.user_attrs["final"] == summary.final  # kept apart from the validation numbers
+    assert final["search_val_acc"] == max(t.values[0] for t in trained if t.values)
+
+
+def test_diverging_trials_fail_with_a_reason_and_the_study_goes_on(tmp_path):
+    cfg = tiny(tmp_path, trials=2, space="densenet", lr=1e30)  # float32 overflows: NaN
+    summary = search(cfg)
+    study = open_study(cfg)
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert summary.failed == len(failed) == 2
+    assert all("diverged" in t.user_attrs["failure"] for t in failed)
+    assert Path(summary.report).is_file()
