@@ -190,11 +190,14 @@ def open_study(config: SearchConfig) -> optuna.Study:
 TRAINED = "trained"  # user attr set when a trial starts training
 
 
-def trained_count(study: optuna.Study) -> int:
-    """Trials that trained or are training (a heartbeat-failed one is retried, so not counted)."""
+def trained_count(study: optuna.Study, exclude: int | None = None) -> int:
+    """Trials that trained or are training (a heartbeat-failed one is retried, so not counted),
+    other than trial number ``exclude`` (a retried trial inherits its original's attributes)."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
     n = 0
     for t in study.get_trials(deepcopy=False):
+        if t.number == exclude:
+            continue
         if t.user_attrs.get(TRAINED) and (t.state in states or "failure" in t.user_attrs):
             n += 1
     return n
@@ -225,7 +228,7 @@ class Objective:
             self.rejected += 1
             trial.set_user_attr("rejected", "over budget")
             return (0.0, objective_cost) if self.config.objective == "pareto" else 0.0
-        if self.config.trials is not None and trained_count(trial.study) >= self.config.trials:
+        if self.config.trials is not None and trained_count(trial.study, exclude=trial.number) >= self.config.trials:
             trial.study.stop()
             raise optuna.TrialPruned("the study already has its trials")
         trial.set_user_attr(TRAINED, True)
@@ -297,6 +300,9 @@ def run_worker(
         if objective.rejected > 10_000:
             study.stop()
 
+    # A worker killed earlier left its trial RUNNING: let the heartbeat mark it failed (and queue
+    # it again) before counting, or the dead trial would count as one still training.
+    optuna.storages.fail_stale_trials(study)
     if config.trials is None or trained_count(study) < config.trials:
         study.optimize(objective, timeout=config.timeout_s, callbacks=[callback], catch=(Exception,), gc_after_trial=True)
     return objective.rejected
