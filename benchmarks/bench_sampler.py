@@ -34,21 +34,35 @@ def main() -> None:
         for seed in args.seeds:
             for sampler in results:
                 cfg = SearchConfig(
-                    budgets=(args.budget, args.flops), dataset="fashion-mnist", trials=args.trials,
-                    epochs=args.epochs, train_subset=args.train_subset, val_size=args.val_size,
-                    sampler=sampler, seed=seed, study=f"{sampler}-{seed}", studies_dir=tmp,
+                    budgets=(args.budget, args.flops),
+                    dataset="fashion-mnist",
+                    trials=args.trials,
+                    epochs=args.epochs,
+                    train_subset=args.train_subset,
+                    val_size=args.val_size,
+                    sampler=sampler,
+                    seed=seed,
+                    study=f"{sampler}-{seed}",
+                    studies_dir=tmp,
                 )
                 t0 = time.perf_counter()
                 s = search(cfg)
                 hv = hypervolume([(m.params, m.val_acc) for m in s.front], limit)
                 results[sampler].append(hv)
-                print(f"seed {seed} {sampler:>6}: {s.complete} trials, {s.rejected_over_budget} rejected, "
-                      f"front {len(s.front)}, best {s.best.val_acc:.4f} ({s.best.name}), "
-                      f"hypervolume {hv:.4f}, {time.perf_counter() - t0:.0f} s", flush=True)
+                print(
+                    f"seed {seed} {sampler:>6}: {s.complete} trials, {s.rejected_over_budget} rejected, "
+                    f"front {len(s.front)}, best {s.best.val_acc:.4f} ({s.best.name}), "
+                    f"hypervolume {hv:.4f}, {time.perf_counter() - t0:.0f} s",
+                    flush=True,
+                )
     for sampler, hvs in results.items():
-        print(f"{sampler:>6}: mean hypervolume {statistics.mean(hvs):.4f} over seeds {args.seeds}: "
-              + ", ".join(f"{h:.4f}" for h in hvs))
-    print(f"ratio auto/random: {statistics.mean(results['auto']) / statistics.mean(results['random']):.3f}")
+        print(
+            f"{sampler:>6}: mean hypervolume {statistics.mean(hvs):.4f} over seeds {args.seeds}: "
+            + ", ".join(f"{h:.4f}" for h in hvs)
+        )
+    print(
+        f"ratio auto/random: {statistics.mean(results['auto']) / statistics.mean(results['random']):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ def check_device(device: Device) -> str:
         import torch
 
         if not torch.cuda.is_available():
-            raise DnasError("--device cuda: no CUDA GPU is visible on this machine; use --device cpu")
+            raise DnasError(
+                "--device cuda: no CUDA GPU is visible on this machine; use --device cpu"
+            )
     return device.value
 
 

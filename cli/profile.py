@@ -11,16 +11,34 @@ from .common import DatasetName, Device, check_device, err, out, print_json, use
 
 
 def profile(
-    name: Annotated[str, typer.Argument(help="A canonical name: densenet-bc-100, densenet121, wrn-28-10, wrn-40-2-b313, ...")],
-    dataset: Annotated[DatasetName, typer.Option(help="Sets classes, channels and input size.")] = DatasetName.cifar10,  # type: ignore[attr-defined]
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A canonical name: densenet-bc-100, densenet121, wrn-28-10, wrn-40-2-b313, ..."
+        ),
+    ],
+    dataset: Annotated[
+        DatasetName, typer.Option(help="Sets classes, channels and input size.")
+    ] = DatasetName.cifar10,  # type: ignore[attr-defined]
     batch_size: Annotated[
-        Optional[int], typer.Option(min=1, help="Batch for speed and memory [default: 64 (the paper's) on cuda, 16 on cpu].")
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Batch for speed and memory [default: 64 (the paper's) on cuda, 16 on cpu].",
+        ),
     ] = None,
-    device: Annotated[Device, typer.Option(help="Where to measure speed and memory.")] = Device.cpu,
+    device: Annotated[
+        Device, typer.Option(help="Where to measure speed and memory.")
+    ] = Device.cpu,
     memory_efficient: Annotated[
-        bool, typer.Option(help="DenseNets: also measure the memory-efficient (checkpointed) variant beside the standard one.")
+        bool,
+        typer.Option(
+            help="DenseNets: also measure the memory-efficient (checkpointed) variant beside the standard one."
+        ),
     ] = True,
-    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per measurement (the median is reported).")] = 3,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Timed runs per measurement (the median is reported).")
+    ] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Profile a named model: parameters, FLOPs (fvcore and closed form), per-stage costs, speed, memory."""
@@ -35,7 +53,15 @@ def profile(
 
         bs = batch_size or (64 if dev == "cuda" else 16)
         with err.status(f"profiling {spec.name} on {dev}...") as status:
-            result = run_profile(spec, info, bs, dev, memory_efficient, repeats, on_step=lambda s: status.update(f"{spec.name}: {s}"))
+            result = run_profile(
+                spec,
+                info,
+                bs,
+                dev,
+                memory_efficient,
+                repeats,
+                on_step=lambda s: status.update(f"{spec.name}: {s}"),
+            )
         if as_json:
             print_json(result.to_dict())
         else:
@@ -44,22 +70,54 @@ def profile(
 
 def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
     same = "equal" if r.flops_fvcore == r.flops_closed_form else "DIFFERENT"
-    out.print(f"[bold]{r.name}[/bold] on {r.dataset} (input {'x'.join(map(str, r.input_shape))}), {r.device_name}")
+    out.print(
+        f"[bold]{r.name}[/bold] on {r.dataset} (input {'x'.join(map(str, r.input_shape))}), {r.device_name}"
+    )
     out.print(f"parameters      {r.params:>16,}   closed form {r.params_closed_form:,}")
-    out.print(f"FLOPs (fvcore)  {r.flops_fvcore:>16,}   closed form {r.flops_closed_form:,} ({same}); 1 multiply-add = 1 flop, batch 1")
-    out.print(f"MACs conv+linear{r.macs_conv_linear:>16,}   the papers'/torchvision's 'FLOPs'; x2 = {2 * r.macs_conv_linear:,} flops as torch.utils.flop_counter counts")
+    out.print(
+        f"FLOPs (fvcore)  {r.flops_fvcore:>16,}   closed form {r.flops_closed_form:,} ({same}); 1 multiply-add = 1 flop, batch 1"
+    )
+    out.print(
+        f"MACs conv+linear{r.macs_conv_linear:>16,}   the papers'/torchvision's 'FLOPs'; x2 = {2 * r.macs_conv_linear:,} flops as torch.utils.flop_counter counts"
+    )
     if r.uncounted_ops:
         ops = ", ".join(f"{op} x{n}" for op, n in r.uncounted_ops.items())
-        out.print(f"not counted by fvcore: {ops} (pooling and adds: the paper-style count ignores them too)")
-    stages = Table("stage", "params", "FLOPs (closed form)", "FLOPs (fvcore)", "output (C, H, W)", title="per stage")
+        out.print(
+            f"not counted by fvcore: {ops} (pooling and adds: the paper-style count ignores them too)"
+        )
+    stages = Table(
+        "stage",
+        "params",
+        "FLOPs (closed form)",
+        "FLOPs (fvcore)",
+        "output (C, H, W)",
+        title="per stage",
+    )
     for s in r.stages:
-        stages.add_row(s["name"], f"{s['params']:,}", f"{s['flops']:,}", f"{s['flops_fvcore']:,}", str(tuple(s["out_shape"])))
+        stages.add_row(
+            s["name"],
+            f"{s['params']:,}",
+            f"{s['flops']:,}",
+            f"{s['flops_fvcore']:,}",
+            str(tuple(s["out_shape"])),
+        )
     out.print(stages)
-    speed = Table("variant", "forward ms", "forward img/s", "train step ms", "train img/s", "peak train memory", title=f"measured, batch {r.batch_size}, median of runs")
+    speed = Table(
+        "variant",
+        "forward ms",
+        "forward img/s",
+        "train step ms",
+        "train img/s",
+        "peak train memory",
+        title=f"measured, batch {r.batch_size}, median of runs",
+    )
     for s in r.speed:
         speed.add_row(
             "memory-efficient" if s.memory_efficient else "standard",
-            f"{s.forward_ms:.1f}", f"{s.forward_images_per_s:.1f}", f"{s.train_step_ms:.1f}", f"{s.train_images_per_s:.1f}",
+            f"{s.forward_ms:.1f}",
+            f"{s.forward_images_per_s:.1f}",
+            f"{s.train_step_ms:.1f}",
+            f"{s.train_images_per_s:.1f}",
             f"{s.peak_train_memory_bytes / 2**20:.1f} MiB",
         )
     out.print(speed)

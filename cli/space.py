@@ -40,19 +40,32 @@ def space(
     family: Annotated[Family, typer.Argument(help="Which design space.")] = Family.all,
     budget: Annotated[
         Optional[list[str]],
-        typer.Option("--budget", "-b", help="e.g. 1M-params, 800k-params, 300M-flops, 0.5G-flops; repeat: all must hold."),
+        typer.Option(
+            "--budget",
+            "-b",
+            help="e.g. 1M-params, 800k-params, 300M-flops, 0.5G-flops; repeat: all must hold.",
+        ),
     ] = None,
-    dataset: Annotated[DatasetName, typer.Option(help="Sets classes, channels and input size.")] = DatasetName.cifar10,  # type: ignore[attr-defined]
+    dataset: Annotated[
+        DatasetName, typer.Option(help="Sets classes, channels and input size.")
+    ] = DatasetName.cifar10,  # type: ignore[attr-defined]
     sort: Annotated[SortKey, typer.Option(help="Sort the table by this column.")] = SortKey.params,
     reverse: Annotated[bool, typer.Option("--reverse", help="Largest first.")] = False,
     limit: Annotated[int, typer.Option(min=0, help="Rows to print (0 = all).")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write every matching row to this CSV file.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.")
+    ] = False,
+    csv_path: Annotated[
+        Optional[Path],
+        typer.Option("--csv", help="Also write every matching row to this CSV file."),
+    ] = None,
 ) -> None:
     from dnas.space import search_space
 
     with user_errors():
-        result = search_space(family.value, dataset.value, tuple(budget or ()), sort.value, reverse)
+        result = search_space(
+            family.value, dataset.value, tuple(budget or ()), sort.value, reverse
+        )
         if csv_path:
             with open(csv_path, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(result.rows[0]))
@@ -68,10 +81,19 @@ def space(
         )
         table = Table("name", "family", "depth", "params", "FLOPs (fvcore)", "MACs (conv+linear)")
         for r in rows:
-            table.add_row(r["name"], r["family"], str(r["depth"]), f"{r['params']:,}", f"{r['flops']:,}", f"{r['macs']:,}")
+            table.add_row(
+                r["name"],
+                r["family"],
+                str(r["depth"]),
+                f"{r['params']:,}",
+                f"{r['flops']:,}",
+                f"{r['macs']:,}",
+            )
         out.print(table)
         if limit and len(result.rows) > limit:
-            out.print(f"... {len(result.rows) - limit:,} more (--limit 0 shows all, --csv FILE writes all)")
+            out.print(
+                f"... {len(result.rows) - limit:,} more (--limit 0 shows all, --csv FILE writes all)"
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -50,7 +50,8 @@ def train(
         Optional[float], typer.Option(min=0.0, help="Override the recipe's weight decay.")
     ] = None,
     warmup_epochs: Annotated[
-        Optional[float], typer.Option(min=0.0, help="Override the recipe's linear warm-up (epochs).")
+        Optional[float],
+        typer.Option(min=0.0, help="Override the recipe's linear warm-up (epochs)."),
     ] = None,
     dropout: Annotated[
         Optional[float],

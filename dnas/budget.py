@@ -36,7 +36,9 @@ class Budget:
 def parse_budget(text: str) -> Budget:
     m = _BUDGET.match(text.strip())
     if not m:
-        raise BudgetError(f"bad budget {text!r}: write a number, an optional k/M/G and -params or -flops, e.g. {EXAMPLE}")
+        raise BudgetError(
+            f"bad budget {text!r}: write a number, an optional k/M/G and -params or -flops, e.g. {EXAMPLE}"
+        )
     value = float(m[1]) * _UNITS[m[2].lower()]
     if value <= 0:
         raise BudgetError(f"bad budget {text!r}: the limit must be positive, e.g. {EXAMPLE}")

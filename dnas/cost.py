@@ -38,7 +38,9 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
 
 def _head(m: int, h: int, w: int, num_classes: int) -> Stage:
     fc = m * num_classes
-    return Stage("head", 2 * m + fc + num_classes, 2 * m * h * w + m * h * w + fc, fc, (num_classes, 1, 1))
+    return Stage(
+        "head", 2 * m + fc + num_classes, 2 * m * h * w + m * h * w + fc, fc, (num_classes, 1, 1)
+    )
 
 
 def _densenet_stages(spec: DenseNetSpec, h: int, w: int) -> list[Stage]:
@@ -72,13 +74,17 @@ def _densenet_stages(spec: DenseNetSpec, h: int, w: int) -> list[Stage]:
             flops, macs = params * h * w, c_out * t * h * w
             h, w = h // 2, w // 2
             if h == 0 or w == 0:
-                raise SpecError(f"the input is too small for {spec.name}: transition{i} pools it to 0x0")
+                raise SpecError(
+                    f"the input is too small for {spec.name}: transition{i} pools it to 0x0"
+                )
             stages.append(Stage(f"transition{i}", params, flops, macs, (t, h, w)))
     stages.append(_head(blocks[-1][1], h, w, spec.num_classes))
     return stages
 
 
-def _wrn_block(spec: WRNSpec, cin: int, cout: int, stride: int, h: int, w: int) -> tuple[int, int, int, int, int]:
+def _wrn_block(
+    spec: WRNSpec, cin: int, cout: int, stride: int, h: int, w: int
+) -> tuple[int, int, int, int, int]:
     """(params, flops, macs, h_out, w_out) of one wide block."""
     params = flops = macs = 0
     c, h0, w0 = cin, h, w
@@ -104,7 +110,9 @@ def _wrn_stages(spec: WRNSpec, h: int, w: int) -> list[Stage]:
     for g, (width, stride) in enumerate(zip(spec.widths, (1, 2, 2)), start=1):
         p1, f1, m1, h, w = _wrn_block(spec, c, width, stride, h, w)
         p, f, m, _, _ = _wrn_block(spec, width, width, 1, h, w) if n > 1 else (0, 0, 0, h, w)
-        stages.append(Stage(f"group{g}", p1 + (n - 1) * p, f1 + (n - 1) * f, m1 + (n - 1) * m, (width, h, w)))
+        stages.append(
+            Stage(f"group{g}", p1 + (n - 1) * p, f1 + (n - 1) * f, m1 + (n - 1) * m, (width, h, w))
+        )
         c = width
     stages.append(_head(c, h, w, spec.num_classes))
     return stages
@@ -121,4 +129,6 @@ def stages(spec: Spec, input_size: tuple[int, int] = (32, 32)) -> list[Stage]:
 def count(spec: Spec, input_size: tuple[int, int] = (32, 32)) -> Cost:
     """Exact totals for one spec (see the module docstring for the conventions)."""
     parts = stages(spec, input_size)
-    return Cost(sum(s.params for s in parts), sum(s.flops for s in parts), sum(s.macs for s in parts))
+    return Cost(
+        sum(s.params for s in parts), sum(s.flops for s in parts), sum(s.macs for s in parts)
+    )

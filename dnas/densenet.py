@@ -34,7 +34,7 @@ def from_torchvision_state_dict(state: dict[str, torch.Tensor]) -> dict[str, tor
     for key, value in state.items():
         for old, new in TORCHVISION_KEY_MAP.items():
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
                 break
         out[key] = value
     return out
@@ -102,7 +102,9 @@ class DenseLayer(nn.Module):
 class DenseBlock(nn.ModuleDict):
     """n dense layers; layer ℓ sees the block input and the outputs of layers 1..ℓ-1."""
 
-    def __init__(self, num_layers: int, in_channels: int, spec: DenseNetSpec, memory_efficient: bool):
+    def __init__(
+        self, num_layers: int, in_channels: int, spec: DenseNetSpec, memory_efficient: bool
+    ):
         super().__init__()
         for i in range(num_layers):
             layer = DenseLayer(in_channels + i * spec.growth_rate, spec, memory_efficient)
@@ -133,9 +135,13 @@ def make_stem(spec: DenseNetSpec) -> nn.Sequential:
     3x3/2 max-pool (Table 1)."""
     stem = nn.Sequential()
     if spec.stem == "cifar":
-        stem.add_module("conv", nn.Conv2d(spec.in_channels, spec.stem_channels, 3, padding=1, bias=False))
+        stem.add_module(
+            "conv", nn.Conv2d(spec.in_channels, spec.stem_channels, 3, padding=1, bias=False)
+        )
     else:
-        stem.add_module("conv", nn.Conv2d(spec.in_channels, spec.stem_channels, 7, 2, 3, bias=False))
+        stem.add_module(
+            "conv", nn.Conv2d(spec.in_channels, spec.stem_channels, 7, 2, 3, bias=False)
+        )
         stem.add_module("norm", nn.BatchNorm2d(spec.stem_channels))
         stem.add_module("relu", nn.ReLU(inplace=True))
         stem.add_module("pool", nn.MaxPool2d(3, 2, 1))
@@ -153,7 +159,9 @@ class DenseNet(nn.Sequential):
         for i, ((c_in, c_out), n) in enumerate(zip(blocks, spec.block_layers), start=1):
             self.add_module(f"denseblock{i}", DenseBlock(n, c_in, spec, memory_efficient))
             if i < len(blocks):
-                self.add_module(f"transition{i}", Transition(c_out, spec.transition_out(c_out), spec.dropout))
+                self.add_module(
+                    f"transition{i}", Transition(c_out, spec.transition_out(c_out), spec.dropout)
+                )
         self.add_module("head", make_head(blocks[-1][1], spec.num_classes))
         init_weights(self)
 

@@ -23,11 +23,21 @@ from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, SpecError, WRNSpec
 
 # DenseNet-264 has 2·130 + 5 = 265 layers by the paper's own count; the name is the paper's.
 IMAGENET_DENSENETS: dict[str, DenseNetSpec] = {
-    "densenet121": DenseNetSpec(121, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 24, 16), num_classes=1000),
-    "densenet161": DenseNetSpec(161, 48, True, 0.5, stem="imagenet", blocks=(6, 12, 36, 24), num_classes=1000),
-    "densenet169": DenseNetSpec(169, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 32, 32), num_classes=1000),
-    "densenet201": DenseNetSpec(201, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 48, 32), num_classes=1000),
-    "densenet264": DenseNetSpec(265, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 64, 48), num_classes=1000),
+    "densenet121": DenseNetSpec(
+        121, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 24, 16), num_classes=1000
+    ),
+    "densenet161": DenseNetSpec(
+        161, 48, True, 0.5, stem="imagenet", blocks=(6, 12, 36, 24), num_classes=1000
+    ),
+    "densenet169": DenseNetSpec(
+        169, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 32, 32), num_classes=1000
+    ),
+    "densenet201": DenseNetSpec(
+        201, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 48, 32), num_classes=1000
+    ),
+    "densenet264": DenseNetSpec(
+        265, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 64, 48), num_classes=1000
+    ),
 }
 
 
@@ -131,7 +141,11 @@ def example_names() -> list[str]:
 
     names = list(PAPER_MODELS)
     for n in range(1, 41):
-        names += [f"densenet-{3 * n + 4}", f"densenet-bc-{6 * n + 4}", f"wrn-{6 * n + 4}-{n % 12 + 1}"]
+        names += [
+            f"densenet-{3 * n + 4}",
+            f"densenet-bc-{6 * n + 4}",
+            f"wrn-{6 * n + 4}-{n % 12 + 1}",
+        ]
     return list(dict.fromkeys(names))
 
 

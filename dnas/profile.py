@@ -125,7 +125,9 @@ def measure_speed(
     """Median forward latency and training-step time, and the peak memory of a training step."""
     torch.manual_seed(0)
     model = build(spec, memory_efficient=memory_efficient).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4
+    )
     x = torch.randn(batch_size, *dataset.input_size, device=device)
     y = torch.randint(0, spec.num_classes, (batch_size,), device=device)
 
@@ -142,17 +144,30 @@ def measure_speed(
         torch.cuda.reset_peak_memory_stats(device)
         train_step()
         _sync(device)
-        peak, method = torch.cuda.max_memory_allocated(device), "CUDA caching allocator peak (max_memory_allocated)"
+        peak, method = (
+            torch.cuda.max_memory_allocated(device),
+            "CUDA caching allocator peak (max_memory_allocated)",
+        )
     else:
         peak = state_bytes + cpu_peak_bytes(train_step)
-        method = "CPU allocator peak during a training step (torch.profiler memory events) + weights"
+        method = (
+            "CPU allocator peak during a training step (torch.profiler memory events) + weights"
+        )
     step = _median_time(train_step, repeats, device)
 
     model.eval()
     with torch.no_grad():
         model(x)
         fwd = _median_time(lambda: model(x), repeats, device)
-    return Speed(memory_efficient, fwd * 1e3, batch_size / fwd, step * 1e3, batch_size / step, int(peak), method)
+    return Speed(
+        memory_efficient,
+        fwd * 1e3,
+        batch_size / fwd,
+        step * 1e3,
+        batch_size / step,
+        int(peak),
+        method,
+    )
 
 
 def _device_name(device: torch.device) -> str:
@@ -228,5 +243,13 @@ def _paper_row(name: str, p: PaperModel) -> dict:
 
         meta = torchvision.models.get_model_weights(name).IMAGENET1K_V1.meta
         metrics = meta["_metrics"]["ImageNet-1K"]
-        errors = {"ImageNet top-1": round(100 - metrics["acc@1"], 3), "ImageNet top-5": round(100 - metrics["acc@5"], 3)}
-    return {"source": p.source, "params": p.params_exact, "params_rounded": p.params_rounded, "errors": errors}
+        errors = {
+            "ImageNet top-1": round(100 - metrics["acc@1"], 3),
+            "ImageNet top-5": round(100 - metrics["acc@5"], 3),
+        }
+    return {
+        "source": p.source,
+        "params": p.params_exact,
+        "params_rounded": p.params_rounded,
+        "errors": errors,
+    }

@@ -101,7 +101,9 @@ def resolve_recipe(
     if name == "fast" and "warmup_epochs" not in fields:
         # One warm-up epoch, but never more than a fifth of a short run (a 2-epoch search trial
         # would otherwise spend half its steps warming up).
-        fields["warmup_epochs"] = min(recipe.warmup_epochs, 0.2 * fields.get("epochs", recipe.epochs))
+        fields["warmup_epochs"] = min(
+            recipe.warmup_epochs, 0.2 * fields.get("epochs", recipe.epochs)
+        )
     recipe = Recipe(**{**recipe.__dict__, **fields})
     for field, low in (("epochs", 1), ("batch_size", 1)):
         if getattr(recipe, field) < low:

@@ -12,23 +12,22 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import warnings
-
 import optuna
-
-# Optuna marks heartbeats, grouped TPE and metric names experimental; dnas pins their use here.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 from dnas.budget import Budget, parse_budgets
 from dnas.cost import Cost, count
 from dnas.datasets import DatasetInfo
 from dnas.errors import DnasError
-from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, WRNSpec
 from dnas.space import ALL, SPACES
+from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, WRNSpec
+
+# Optuna marks heartbeats, grouped TPE and metric names experimental; dnas pins their use here.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 OBJECTIVES = ("pareto", "accuracy")
 SAMPLERS = ("auto", "tpe", "nsga2", "random")
@@ -41,14 +40,18 @@ class SearchConfig:
     budgets: tuple[str, ...] = ("1M-params",)
     space: str = "all"  # densenet | wrn | all
     dataset: str = "cifar10"
-    trials: int | None = 20  # trained trials the study should reach (over-budget proposals not counted)
+    trials: int | None = (
+        20  # trained trials the study should reach (over-budget proposals not counted)
+    )
     timeout_s: float | None = None  # this command's wall-time limit
     epochs: int = 3  # per trial (the fidelity)
     train_subset: int | None = None  # training images per trial (class-stratified)
     val_size: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    objective: str = "pareto"  # pareto: (val acc max, cost min); accuracy: val acc under the budget
+    objective: str = (
+        "pareto"  # pareto: (val acc max, cost min); accuracy: val acc under the budget
+    )
     cost: str = "params"  # params | flops: the second objective
     sampler: str = "auto"
     study: str | None = None  # default: derived from space, dataset and budgets
@@ -66,11 +69,15 @@ class SearchConfig:
         if self.space != "all" and self.space not in SPACES:
             raise DnasError(f"unknown space {self.space!r}; choose all, {', '.join(SPACES)}")
         if self.objective not in OBJECTIVES:
-            raise DnasError(f"unknown objective {self.objective!r}; choose {' or '.join(OBJECTIVES)}")
+            raise DnasError(
+                f"unknown objective {self.objective!r}; choose {' or '.join(OBJECTIVES)}"
+            )
         if self.cost not in ("params", "flops"):
             raise DnasError(f"unknown cost {self.cost!r}; choose params or flops")
         if self.sampler not in SAMPLERS:
-            raise DnasError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+            raise DnasError(
+                f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}"
+            )
         if self.trials is None and self.timeout_s is None:
             raise DnasError("give --trials N or --timeout (e.g. 2h), or both")
         if self.trials is not None and self.trials < 1:
@@ -101,7 +108,9 @@ def suggest_spec(trial: optuna.Trial, space: str, info: DatasetInfo) -> Spec:
     head = dict(num_classes=info.num_classes, in_channels=info.channels)
     if family.startswith("densenet"):
         s = SPACES[family]
-        n = trial.suggest_int("densenet_layers_per_block", min(s.layers_per_block), max(s.layers_per_block))
+        n = trial.suggest_int(
+            "densenet_layers_per_block", min(s.layers_per_block), max(s.layers_per_block)
+        )
         k = trial.suggest_categorical("densenet_growth_rate", list(s.growth_rates))
         b = _choose(trial, "densenet_bottleneck", s.bottleneck)
         theta = _choose(trial, "densenet_compression", s.compression)
@@ -136,7 +145,7 @@ def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
 def _storage(config: SearchConfig) -> optuna.storages.BaseStorage:
     url = config.storage_url
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict = {}
     if url.startswith("sqlite"):
         # Several local workers share one file: wait for the lock instead of failing.
@@ -145,7 +154,9 @@ def _storage(config: SearchConfig) -> optuna.storages.BaseStorage:
         url,
         heartbeat_interval=10,
         grace_period=30,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=2
+        ),
         **kwargs,
     )
 
@@ -154,13 +165,18 @@ def open_study(config: SearchConfig) -> optuna.Study:
     directions = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
     pruner = (
         optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs)
-        if config.objective == "accuracy" else optuna.pruners.NopPruner()
+        if config.objective == "accuracy"
+        else optuna.pruners.NopPruner()
     )
     for attempt in range(6):
         try:
             study = optuna.create_study(
-                storage=_storage(config), study_name=config.study_name, directions=directions,
-                sampler=make_sampler(config), pruner=pruner, load_if_exists=True,
+                storage=_storage(config),
+                study_name=config.study_name,
+                directions=directions,
+                sampler=make_sampler(config),
+                pruner=pruner,
+                load_if_exists=True,
             )
             break
         except Exception as e:  # a bad URL, an unreachable server, a missing driver
@@ -169,18 +185,29 @@ def open_study(config: SearchConfig) -> optuna.Study:
             if "duplicate key" in str(e).lower() or "already exists" in str(e).lower():
                 time.sleep(0.5 + random.random() * attempt)
                 continue
-            raise DnasError(f"cannot open storage {config.storage_url!r}: {e}".splitlines()[0]) from None
+            raise DnasError(
+                f"cannot open storage {config.storage_url!r}: {e}".splitlines()[0]
+            ) from None
     else:
-        raise DnasError(f"cannot open storage {config.storage_url!r}: schema creation kept colliding")
+        raise DnasError(
+            f"cannot open storage {config.storage_url!r}: schema creation kept colliding"
+        )
     if [d.name.lower() for d in study.directions] != directions:
         raise DnasError(
             f"study {config.study_name!r} was created with --objective "
             f"{'pareto' if len(study.directions) == 2 else 'accuracy'}; use that, or another --study"
         )
-    study.set_metric_names(["val_acc", config.cost] if config.objective == "pareto" else ["val_acc"])
+    study.set_metric_names(
+        ["val_acc", config.cost] if config.objective == "pareto" else ["val_acc"]
+    )
     if "budgets" not in study.user_attrs:  # what the report needs to draw the study
-        for key, value in (("budgets", list(config.budgets)), ("dataset", config.dataset), ("space", config.space),
-                           ("objective", config.objective), ("cost", config.cost)):
+        for key, value in (
+            ("budgets", list(config.budgets)),
+            ("dataset", config.dataset),
+            ("space", config.space),
+            ("objective", config.objective),
+            ("cost", config.cost),
+        ):
             study.set_user_attr(key, value)
     return study
 
@@ -193,7 +220,11 @@ TRAINED = "trained"  # user attr set when a trial starts training
 def trained_count(study: optuna.Study, exclude: int | None = None) -> int:
     """Trials that trained or are training (a heartbeat-failed one is retried, so not counted),
     other than trial number ``exclude`` (a retried trial inherits its original's attributes)."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    states = (
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.RUNNING,
+    )
     n = 0
     for t in study.get_trials(deepcopy=False):
         if t.number == exclude:
@@ -218,8 +249,13 @@ class Objective:
         spec = suggest_spec(trial, self.config.space, self.info)
         cost = count(spec, (self.info.height, self.info.width))
         v = violation(self.budgets, cost)
-        for key, value in (("name", spec.name), ("family", spec.family), ("params", cost.params),
-                           ("flops", cost.flops), ("violation", v)):
+        for key, value in (
+            ("name", spec.name),
+            ("family", spec.family),
+            ("params", cost.params),
+            ("flops", cost.flops),
+            ("violation", v),
+        ):
             trial.set_user_attr(key, value)
         trial.set_constraint("budget", v)
         objective_cost = float(getattr(cost, self.config.cost))
@@ -228,7 +264,10 @@ class Objective:
             self.rejected += 1
             trial.set_user_attr("rejected", "over budget")
             return (0.0, objective_cost) if self.config.objective == "pareto" else 0.0
-        if self.config.trials is not None and trained_count(trial.study, exclude=trial.number) >= self.config.trials:
+        if (
+            self.config.trials is not None
+            and trained_count(trial.study, exclude=trial.number) >= self.config.trials
+        ):
             trial.study.stop()
             raise optuna.TrialPruned("the study already has its trials")
         trial.set_user_attr(TRAINED, True)
@@ -237,8 +276,13 @@ class Objective:
         device = self.config.device
         trial.set_user_attr("device", torch.cuda.get_device_name() if device == "cuda" else "cpu")
         tcfg = TrainConfig(
-            recipe="fast", epochs=self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr,
-            seed=self.config.seed + trial.number, device=device, train_subset=self.config.train_subset,
+            recipe="fast",
+            epochs=self.config.epochs,
+            batch_size=self.config.batch_size,
+            lr=self.config.lr,
+            seed=self.config.seed + trial.number,
+            device=device,
+            train_subset=self.config.train_subset,
             val_size=self.config.val_size,
         )
 
@@ -290,7 +334,14 @@ def run_worker(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(config)
-    data = load_data(config.dataset, config.data_dir, config.device, config.val_size, config.train_subset, config.seed)
+    data = load_data(
+        config.dataset,
+        config.data_dir,
+        config.device,
+        config.val_size,
+        config.train_subset,
+        config.seed,
+    )
     objective = Objective(config, data.info, data, parse_budgets(config.budgets), on_epoch)
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -304,7 +355,13 @@ def run_worker(
     # it again) before counting, or the dead trial would count as one still training.
     optuna.storages.fail_stale_trials(study)
     if config.trials is None or trained_count(study) < config.trials:
-        study.optimize(objective, timeout=config.timeout_s, callbacks=[callback], catch=(Exception,), gc_after_trial=True)
+        study.optimize(
+            objective,
+            timeout=config.timeout_s,
+            callbacks=[callback],
+            catch=(Exception,),
+            gc_after_trial=True,
+        )
     return objective.rejected
 
 
@@ -347,22 +404,39 @@ def summarize(study: optuna.Study, config: SearchConfig, wall_time_s: float) -> 
     done = [t for t in trials if t.state == S.COMPLETE and t.user_attrs.get(TRAINED)]
     front = pareto_front(done)
     members = [
-        FrontMember(t.number, t.user_attrs["name"], t.user_attrs["params"], t.user_attrs["flops"], t.values[0],
-                    t.user_attrs.get("epochs", 0), t.user_attrs.get("wall_time_s", 0.0), t.user_attrs.get("run_dir", ""))
+        FrontMember(
+            t.number,
+            t.user_attrs["name"],
+            t.user_attrs["params"],
+            t.user_attrs["flops"],
+            t.values[0],
+            t.user_attrs.get("epochs", 0),
+            t.user_attrs.get("wall_time_s", 0.0),
+            t.user_attrs.get("run_dir", ""),
+        )
         for t in front
     ]
     best = max(members, key=lambda m: (m.val_acc, -m.params), default=None)
     return SearchSummary(
-        study=config.study_name, storage=config.storage_url, dataset=config.dataset, budgets=list(config.budgets),
-        trained=sum(1 for t in trials if t.user_attrs.get(TRAINED)), complete=len(done),
-        failed=sum(1 for t in trials if t.state == S.FAIL), pruned=sum(1 for t in trials if t.state == S.PRUNED),
+        study=config.study_name,
+        storage=config.storage_url,
+        dataset=config.dataset,
+        budgets=list(config.budgets),
+        trained=sum(1 for t in trials if t.user_attrs.get(TRAINED)),
+        complete=len(done),
+        failed=sum(1 for t in trials if t.state == S.FAIL),
+        pruned=sum(1 for t in trials if t.state == S.PRUNED),
         rejected_over_budget=sum(1 for t in trials if t.user_attrs.get("rejected")),
-        front=members, best=best, wall_time_s=wall_time_s,
+        front=members,
+        best=best,
+        wall_time_s=wall_time_s,
         final=study.user_attrs.get("final", []),
     )
 
 
-def pareto_front(trials: list[optuna.trial.FrozenTrial], cost: str = "params") -> list[optuna.trial.FrozenTrial]:
+def pareto_front(
+    trials: list[optuna.trial.FrozenTrial], cost: str = "params"
+) -> list[optuna.trial.FrozenTrial]:
     """Trained trials not dominated in (validation accuracy up, cost down), cheapest first."""
     pts = sorted(trials, key=lambda t: (t.user_attrs[cost], -t.values[0]))
     front, best = [], -1.0
@@ -448,17 +522,35 @@ def retrain(study: optuna.Study, config: SearchConfig, front: list[FrontMember])
     from dnas.names import parse_name
     from dnas.train import TrainConfig, train
 
-    data = load_data(config.dataset, config.data_dir, config.device, config.val_size, None, config.seed)
+    data = load_data(
+        config.dataset, config.data_dir, config.device, config.val_size, None, config.seed
+    )
     results = []
     for m in sorted(front, key=lambda m: -m.val_acc)[: config.retrain_top]:
         spec = parse_name(m.name, data.info.num_classes, data.info.channels)
-        tcfg = TrainConfig(recipe="fast", epochs=config.final_epochs, batch_size=config.batch_size, lr=config.lr,
-                           seed=config.seed, device=config.device, eval_test=True)
+        tcfg = TrainConfig(
+            recipe="fast",
+            epochs=config.final_epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            seed=config.seed,
+            device=config.device,
+            eval_test=True,
+        )
         run_dir = config.trial_dir / "final" / m.name
         r = train(spec, data, tcfg, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").exists())
-        results.append({"name": m.name, "trial": m.number, "epochs": config.final_epochs, "params": m.params,
-                        "search_val_acc": m.val_acc, "final_val_acc": r.final_val_acc, "test_acc": r.test_acc,
-                        "run_dir": str(run_dir)})
+        results.append(
+            {
+                "name": m.name,
+                "trial": m.number,
+                "epochs": config.final_epochs,
+                "params": m.params,
+                "search_val_acc": m.val_acc,
+                "final_val_acc": r.final_val_acc,
+                "test_acc": r.test_acc,
+                "run_dir": str(run_dir),
+            }
+        )
     study.set_user_attr("final", results)
     return results
 

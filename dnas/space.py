@@ -30,7 +30,9 @@ class DenseNetSpace:
                 for k in self.growth_rates:
                     for n in self.layers_per_block:
                         depth = (6 if b else 3) * n + 4
-                        yield DenseNetSpec(depth, k, b, theta, num_classes=num_classes, in_channels=in_channels)
+                        yield DenseNetSpec(
+                            depth, k, b, theta, num_classes=num_classes, in_channels=in_channels
+                        )
 
     def describe(self) -> str:
         return (
@@ -50,7 +52,9 @@ class WRNSpace:
         for block in self.block_types:
             for k in self.widen:
                 for n in self.blocks_per_group:
-                    yield WRNSpec(6 * n + 4, k, block, num_classes=num_classes, in_channels=in_channels)
+                    yield WRNSpec(
+                        6 * n + 4, k, block, num_classes=num_classes, in_channels=in_channels
+                    )
 
     def describe(self) -> str:
         types = ", ".join(f"B({','.join(map(str, b))})" for b in self.block_types)
@@ -63,7 +67,9 @@ def _span(values: tuple[int, ...]) -> str:
 
 SPACES = {
     "densenet": DenseNetSpace(),
-    "densenet-bc": DenseNetSpace(bottleneck=(True,), compression=(0.5,)),  # the paper's best variant
+    "densenet-bc": DenseNetSpace(
+        bottleneck=(True,), compression=(0.5,)
+    ),  # the paper's best variant
     "wrn": WRNSpace(),
 }
 ALL = ("densenet", "wrn")  # "all": the union (densenet-bc is inside densenet)
@@ -129,7 +135,11 @@ def row(c: Candidate) -> dict:
 
 
 def search_space(
-    family: str, dataset: str, budget_texts: tuple[str, ...] = (), sort: str = "params", reverse: bool = False
+    family: str,
+    dataset: str,
+    budget_texts: tuple[str, ...] = (),
+    sort: str = "params",
+    reverse: bool = False,
 ) -> SpaceResult:
     """Enumerate a family's default space on a dataset and keep what meets every budget.
 

@@ -56,25 +56,43 @@ class DenseNetSpec:
     bottleneck_factor = 4  # the paper's 4k bottleneck width (§3, "Bottleneck layers")
 
     def __post_init__(self) -> None:
-        _check(self.growth_rate >= 1, f"DenseNet growth rate k must be >= 1, got {self.growth_rate}")
+        _check(
+            self.growth_rate >= 1, f"DenseNet growth rate k must be >= 1, got {self.growth_rate}"
+        )
         _check(
             0.0 < self.compression <= 1.0,
             f"DenseNet compression θ must be in (0, 1], got {self.compression}",
         )
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        _check(self.stem in ("cifar", "imagenet"), f"stem must be cifar or imagenet, got {self.stem!r}")
+        _check(
+            self.stem in ("cifar", "imagenet"),
+            f"stem must be cifar or imagenet, got {self.stem!r}",
+        )
         _check(self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}")
         _check(self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}")
-        _check(self.stem_width >= 0, f"stem width must be >= 0 (0 = default), got {self.stem_width}")
+        _check(
+            self.stem_width >= 0, f"stem width must be >= 0 (0 = default), got {self.stem_width}"
+        )
         if self.stem == "imagenet":
-            _check(bool(self.blocks), "an ImageNet-stem DenseNet needs explicit blocks, e.g. (6, 12, 24, 16)")
+            _check(
+                bool(self.blocks),
+                "an ImageNet-stem DenseNet needs explicit blocks, e.g. (6, 12, 24, 16)",
+            )
         per_layer = 2 if self.bottleneck else 1
-        if self.blocks and self.stem == "cifar" and len(set(self.blocks)) == 1 and len(self.blocks) == 3:
+        if (
+            self.blocks
+            and self.stem == "cifar"
+            and len(set(self.blocks)) == 1
+            and len(self.blocks) == 3
+        ):
             # Three equal blocks are what depth alone says: keep one representation.
             object.__setattr__(self, "blocks", ())
         if self.blocks:
             object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
-            _check(all(b >= 1 for b in self.blocks), f"every dense block needs >= 1 layer, got {self.blocks}")
+            _check(
+                all(b >= 1 for b in self.blocks),
+                f"every dense block needs >= 1 layer, got {self.blocks}",
+            )
             expected = per_layer * sum(self.blocks) + len(self.blocks) + 1
             _check(
                 self.depth == expected,
@@ -220,4 +238,3 @@ class WRNSpec:
 
 
 Spec = Union[DenseNetSpec, WRNSpec]
-

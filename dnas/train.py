@@ -406,7 +406,11 @@ def train(
                     break
                 if on_progress is not None:
                     speed = seen / (time.perf_counter() - t0)
-                    running = {"loss": running / seen, "acc": correct.item() / seen, "images_per_s": speed}
+                    running = {
+                        "loss": running / seen,
+                        "acc": correct.item() / seen,
+                        "images_per_s": speed,
+                    }
                     on_progress(epoch + 1, i + 1, steps, running)
         if reason:
             break

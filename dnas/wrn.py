@@ -31,10 +31,14 @@ class WideBlock(nn.Module):
             self.add_module(f"relu{i}", nn.ReLU(inplace=i > 1))
             if i > 1 and spec.dropout:
                 self.add_module(f"drop{i}", nn.Dropout(spec.dropout))
-            self.add_module(f"conv{i}", nn.Conv2d(c, out_channels, kernel, s, kernel // 2, bias=False))
+            self.add_module(
+                f"conv{i}", nn.Conv2d(c, out_channels, kernel, s, kernel // 2, bias=False)
+            )
             c = out_channels
         self.shortcut = (
-            nn.Conv2d(in_channels, out_channels, 1, stride, bias=False) if in_channels != out_channels else None
+            nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+            if in_channels != out_channels
+            else None
         )
         self.depth = len(spec.block)
 
@@ -62,12 +66,17 @@ class WideResNet(nn.Sequential):
     def __init__(self, spec: WRNSpec):
         super().__init__()
         self.spec = spec
-        self.add_module("stem", nn.Sequential(OrderedDict(conv=nn.Conv2d(spec.in_channels, 16, 3, 1, 1, bias=False))))
+        self.add_module(
+            "stem",
+            nn.Sequential(OrderedDict(conv=nn.Conv2d(spec.in_channels, 16, 3, 1, 1, bias=False))),
+        )
         c = 16
         for g, (width, stride) in enumerate(zip(spec.widths, (1, 2, 2)), start=1):
             group = nn.Sequential()
             for b in range(spec.blocks_per_group):
-                group.add_module(f"block{b + 1}", WideBlock(c, width, stride if b == 0 else 1, spec))
+                group.add_module(
+                    f"block{b + 1}", WideBlock(c, width, stride if b == 0 else 1, spec)
+                )
                 c = width
             self.add_module(f"group{g}", group)
         self.add_module("head", make_head(c, spec.num_classes))

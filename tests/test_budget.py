@@ -8,15 +8,23 @@ from dnas.cost import Cost
 
 @pytest.mark.parametrize(
     "text, metric, limit",
-    [("1M-params", "params", 1_000_000), ("800k-params", "params", 800_000), ("300M-flops", "flops", 300_000_000),
-     ("0.5G-flops", "flops", 500_000_000), ("2500-params", "params", 2500), ("1.5m-PARAMS", "params", 1_500_000)],
+    [
+        ("1M-params", "params", 1_000_000),
+        ("800k-params", "params", 800_000),
+        ("300M-flops", "flops", 300_000_000),
+        ("0.5G-flops", "flops", 500_000_000),
+        ("2500-params", "params", 2500),
+        ("1.5m-PARAMS", "params", 1_500_000),
+    ],
 )
 def test_grammar(text, metric, limit):
     b = parse_budget(text)
     assert (b.metric, b.limit) == (metric, limit)
 
 
-@pytest.mark.parametrize("text", ["1M", "params", "1X-params", "-1M-params", "1M-weights", "0-params", ""])
+@pytest.mark.parametrize(
+    "text", ["1M", "params", "1X-params", "-1M-params", "1M-weights", "0-params", ""]
+)
 def test_malformed_budgets_say_how_to_write_one(text):
     with pytest.raises(BudgetError, match="e.g. 1M-params"):
         parse_budget(text)

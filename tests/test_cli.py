@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from dnas_cli.main import app
 from typer.testing import CliRunner
 
 from dnas import __version__
-from dnas_cli.main import app
 
 runner = CliRunner()
 
@@ -26,12 +26,17 @@ def test_version_and_help():
 
 def test_help_does_not_import_torch():
     code = "import sys; from dnas_cli.main import app; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_space_json_and_csv(tmp_path):
     path = tmp_path / "rows.csv"
-    result = run("space", "all", "--budget", "1M-params", "--json", "--limit", "5", "--csv", str(path))
+    result = run(
+        "space", "all", "--budget", "1M-params", "--json", "--limit", "5", "--csv", str(path)
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["total"] >= 10_000 and len(data["rows"]) == 5
@@ -47,24 +52,43 @@ def test_space_table():
 
 
 def test_profile_real_tiny_model_json():
-    result = run("profile", "wrn-10-1", "--dataset", "fashion-mnist", "--batch-size", "4", "--repeats", "1", "--json")
+    result = run(
+        "profile",
+        "wrn-10-1",
+        "--dataset",
+        "fashion-mnist",
+        "--batch-size",
+        "4",
+        "--repeats",
+        "1",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["params"] == data["params_closed_form"]
     assert data["flops_fvcore"] == data["flops_closed_form"]
     assert data["input_shape"] == [1, 28, 28]
-    assert data["speed"][0]["train_images_per_s"] > 0 and data["speed"][0]["peak_train_memory_bytes"] > 0
+    assert (
+        data["speed"][0]["train_images_per_s"] > 0
+        and data["speed"][0]["peak_train_memory_bytes"] > 0
+    )
     assert "aten::add" in data["uncounted_ops"]
 
 
 def test_profile_densenet_table_has_memory_efficient_row():
     result = run("profile", "densenet-bc-10-k4", "--batch-size", "4", "--repeats", "1")
     assert result.exit_code == 0, result.output
-    assert "memory-efficient" in result.output and "denseblock3" in result.output and "(equal)" in result.output
+    assert (
+        "memory-efficient" in result.output
+        and "denseblock3" in result.output
+        and "(equal)" in result.output
+    )
 
 
 def test_profile_paper_model_shows_published_numbers():
-    result = run("profile", "densenet-40", "--batch-size", "2", "--repeats", "1", "--no-memory-efficient")
+    result = run(
+        "profile", "densenet-40", "--batch-size", "2", "--repeats", "1", "--no-memory-efficient"
+    )
     assert result.exit_code == 0, result.output
     assert "1,019,722 (ours equal)" in result.output and "C10+ 5.24%" in result.output
 

@@ -43,11 +43,24 @@ def test_families_accept_their_datasets_inputs(spec, shape):
 
 def test_module_names_read_like_the_paper():
     names = dict(build(parse_name("densenet-bc-100")).named_modules())
-    for key in ("stem", "denseblock1.denselayer3.conv1", "denseblock3.denselayer16.conv2", "transition1", "transition2", "head.fc"):
+    for key in (
+        "stem",
+        "denseblock1.denselayer3.conv1",
+        "denseblock3.denselayer16.conv2",
+        "transition1",
+        "transition2",
+        "head.fc",
+    ):
         assert key in names
     model = build(parse_name("wrn-16-4"))
     wrn = dict(model.named_modules())
-    for key in ("stem.conv", "group1.block1.conv1", "group3.block2.conv2", "group2.block1.shortcut", "head.fc"):
+    for key in (
+        "stem.conv",
+        "group1.block1.conv1",
+        "group3.block2.conv2",
+        "group2.block1.shortcut",
+        "head.fc",
+    ):
         assert key in wrn
     assert model.group2.block2.shortcut is None  # identity where the width does not change
 

@@ -12,25 +12,60 @@ from pathlib import Path
 
 import optuna
 import pytest
+from dnas_cli.main import app
 from typer.testing import CliRunner
 
 from dnas.search import SearchConfig, open_study, search, suggest_spec, trained_count, violation
-from dnas_cli.main import app
 
-TINY = dict(budgets=("20k-params", "3M-flops"), dataset="fashion-mnist", epochs=1, train_subset=300, val_size=200,
-            batch_size=64)
+TINY = dict(
+    budgets=("20k-params", "3M-flops"),
+    dataset="fashion-mnist",
+    epochs=1,
+    train_subset=300,
+    val_size=200,
+    batch_size=64,
+)
 
 
 def tiny(tmp_path: Path, **kw) -> SearchConfig:
     if kw.get("space") == "wrn":  # the smallest WRN has 29k parameters
         kw.setdefault("budgets", ("60k-params", "10M-flops"))
-    return SearchConfig(**{**TINY, "studies_dir": str(tmp_path / "studies"), "reports_dir": str(tmp_path / "reports"), **kw})
+    return SearchConfig(
+        **{
+            **TINY,
+            "studies_dir": str(tmp_path / "studies"),
+            "reports_dir": str(tmp_path / "reports"),
+            **kw,
+        }
+    )
 
 
 def cli_args(tmp_path: Path, study: str, trials: int) -> list[str]:
-    return ["search", "-b", "20k-params", "-b", "3M-flops", "--dataset", "fashion-mnist", "--epochs", "1",
-            "--train-subset", "300", "--val-size", "200", "--batch-size", "64", "--trials", str(trials),
-            "--reports-dir", str(tmp_path / "reports"), "--study", study, "--storage", f"sqlite:///{tmp_path}/{study}.db"]
+    return [
+        "search",
+        "-b",
+        "20k-params",
+        "-b",
+        "3M-flops",
+        "--dataset",
+        "fashion-mnist",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "300",
+        "--val-size",
+        "200",
+        "--batch-size",
+        "64",
+        "--trials",
+        str(trials),
+        "--reports-dir",
+        str(tmp_path / "reports"),
+        "--study",
+        study,
+        "--storage",
+        f"sqlite:///{tmp_path}/{study}.db",
+    ]
 
 
 def test_budget_is_never_exceeded_by_a_trained_trial(tmp_path):
@@ -45,8 +80,14 @@ def test_budget_is_never_exceeded_by_a_trained_trial(tmp_path):
         assert t.system_attrs.get("constraints:budget") == pytest.approx(t.user_attrs["violation"])
     for t in trained:
         assert t.user_attrs["metrics"][0]["val_acc"] == pytest.approx(t.values[0])
-        assert t.user_attrs["name"] and t.user_attrs["device"] == "cpu" and t.user_attrs["wall_time_s"] > 0
-    assert summary.rejected_over_budget == sum(1 for t in study.trials if t.user_attrs.get("rejected"))
+        assert (
+            t.user_attrs["name"]
+            and t.user_attrs["device"] == "cpu"
+            and t.user_attrs["wall_time_s"] > 0
+        )
+    assert summary.rejected_over_budget == sum(
+        1 for t in study.trials if t.user_attrs.get("rejected")
+    )
     front_dirs = {m.run_dir for m in summary.front}
     assert all((Path(d) / "checkpoint.pt").exists() for d in front_dirs)
     for t in trained:  # only the front keeps its checkpoint
@@ -61,30 +102,53 @@ def test_rerun_resumes_the_same_study(tmp_path):
 
 
 def test_impossible_budget_fails_before_any_trial(tmp_path):
-    result = CliRunner().invoke(app, cli_args(tmp_path, "x", 2)[:1] + ["-b", "1k-params", "--dataset", "fashion-mnist"])
+    result = CliRunner().invoke(
+        app, cli_args(tmp_path, "x", 2)[:1] + ["-b", "1k-params", "--dataset", "fashion-mnist"]
+    )
     assert result.exit_code == 2 and "the smallest costs" in result.output
     assert not (tmp_path / "x.db").exists()
 
 
 @pytest.mark.parametrize(
     "args, fragment",
-    [(["--objective", "best"], "unknown objective"), (["--sampler", "grid"], "unknown sampler"),
-     (["--cost", "latency"], "unknown cost"), (["--timeout", "soon"], "bad duration"),
-     (["--trials", "0"], "--trials must be"), (["--config", "nope.toml"], "no such file"),
-     (["-b", "1M"], "e.g. 1M-params"), (["--storage", "nosuchdb://x"], "cannot open storage")],
+    [
+        (["--objective", "best"], "unknown objective"),
+        (["--sampler", "grid"], "unknown sampler"),
+        (["--cost", "latency"], "unknown cost"),
+        (["--timeout", "soon"], "bad duration"),
+        (["--trials", "0"], "--trials must be"),
+        (["--config", "nope.toml"], "no such file"),
+        (["-b", "1M"], "e.g. 1M-params"),
+        (["--storage", "nosuchdb://x"], "cannot open storage"),
+    ],
 )
 def test_bad_search_input(args, fragment, tmp_path):
-    result = CliRunner().invoke(app, ["search", "--dataset", "fashion-mnist", "--study", "s",
-                                      "--trials", "1", *args] if "--storage" in args else
-                                ["search", "--dataset", "fashion-mnist", "--trials", "1", "--storage",
-                                 f"sqlite:///{tmp_path}/s.db", *args])
+    result = CliRunner().invoke(
+        app,
+        ["search", "--dataset", "fashion-mnist", "--study", "s", "--trials", "1", *args]
+        if "--storage" in args
+        else [
+            "search",
+            "--dataset",
+            "fashion-mnist",
+            "--trials",
+            "1",
+            "--storage",
+            f"sqlite:///{tmp_path}/s.db",
+            *args,
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert fragment in result.output and "Traceback" not in result.output
 
 
 def test_sampler_learns_from_rejections_without_training():
-    study = optuna.create_study(directions=["maximize", "minimize"],
-                                sampler=optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, n_startup_trials=5))
+    study = optuna.create_study(
+        directions=["maximize", "minimize"],
+        sampler=optuna.samplers.TPESampler(
+            seed=0, multivariate=True, group=True, n_startup_trials=5
+        ),
+    )
     from dnas.budget import parse_budgets
     from dnas.cost import count
     from dnas.datasets import DATASETS
@@ -104,12 +168,14 @@ def test_sampler_learns_from_rejections_without_training():
 
 def test_cli_search_json_and_config_file(tmp_path):
     cfg = tmp_path / "s.toml"
-    cfg.write_text('budget = ["20k-params", "3M-flops"]\ndataset = "fashion-mnist"\nepochs = 1\ntrain_subset = 300\n'
-                   f'val_size = 200\nspace = "densenet"\ntrials = 2\nstudies_dir = "{tmp_path}/studies"\n'
-                   f'reports_dir = "{tmp_path}/reports"\n')
+    cfg.write_text(
+        'budget = ["20k-params", "3M-flops"]\ndataset = "fashion-mnist"\nepochs = 1\ntrain_subset = 300\n'
+        f'val_size = 200\nspace = "densenet"\ntrials = 2\nstudies_dir = "{tmp_path}/studies"\n'
+        f'reports_dir = "{tmp_path}/reports"\n'
+    )
     result = CliRunner().invoke(app, ["search", "--config", str(cfg), "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout[result.stdout.index("{"):])
+    data = json.loads(result.stdout[result.stdout.index("{") :])
     assert data["complete"] == 2 and data["best"]["params"] <= 20_000
     assert all(m["name"].startswith("densenet") for m in data["front"])
     assert Path(data["report"]).is_file() and "plotly" in Path(data["report"]).read_text()
@@ -126,10 +192,24 @@ def test_two_local_workers_share_sqlite(tmp_path):
 @pytest.mark.slow
 def test_killed_worker_loses_no_completed_trial(tmp_path):
     study_name, db = "kill", tmp_path / "kill.db"
-    args = [sys.executable, "-m", "dnas_cli.main", *cli_args(tmp_path, study_name, 2)[:-4],
-            "--space", "densenet", "--train-subset", "1500", "--study", study_name, "--storage", f"sqlite:///{db}"]
+    args = [
+        sys.executable,
+        "-m",
+        "dnas_cli.main",
+        *cli_args(tmp_path, study_name, 2)[:-4],
+        "--space",
+        "densenet",
+        "--train-subset",
+        "1500",
+        "--study",
+        study_name,
+        "--storage",
+        f"sqlite:///{db}",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     storage = f"sqlite:///{db}"
     deadline = time.time() + 240
     # Kill it while a trial trains, after at least one completed.
@@ -138,24 +218,43 @@ def test_killed_worker_loses_no_completed_trial(tmp_path):
         if not db.exists():
             continue
         trials = optuna.load_study(study_name=study_name, storage=storage).trials
-        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("trained")]
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("trained")]
+        done = [
+            t
+            for t in trials
+            if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("trained")
+        ]
+        running = [
+            t
+            for t in trials
+            if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("trained")
+        ]
         if done and running:
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = {t.number for t in optuna.load_study(study_name=study_name, storage=storage).trials
-              if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("trained")}
+    before = {
+        t.number
+        for t in optuna.load_study(study_name=study_name, storage=storage).trials
+        if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("trained")
+    }
     assert before
     time.sleep(35)  # past the heartbeat's grace period: the killed trial is stale
-    rerun = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    rerun = subprocess.run(
+        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     study = optuna.load_study(study_name=study_name, storage=storage)
-    after = {t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("trained")}
+    after = {
+        t.number
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("trained")
+    }
     assert before <= after and len(after) >= 2
     assert trained_count(study) >= 2
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    assert any(t.state == optuna.trial.TrialState.FAIL for t in study.trials)  # the killed one, marked by the heartbeat
+    assert any(
+        t.state == optuna.trial.TrialState.FAIL for t in study.trials
+    )  # the killed one, marked by the heartbeat
 
 
 def test_hypervolume_is_the_mean_best_accuracy_over_costs():
@@ -167,12 +266,22 @@ def test_hypervolume_is_the_mean_best_accuracy_over_costs():
 
 
 def test_accuracy_objective_reports_epochs_and_retrains_on_test(tmp_path):
-    cfg = tiny(tmp_path, trials=2, space="densenet", objective="accuracy", epochs=2, retrain_top=1, final_epochs=1)
+    cfg = tiny(
+        tmp_path,
+        trials=2,
+        space="densenet",
+        objective="accuracy",
+        epochs=2,
+        retrain_top=1,
+        final_epochs=1,
+    )
     summary = search(cfg)
     study = open_study(cfg)
     assert len(study.directions) == 1
     trained = [t for t in study.trials if t.user_attrs.get("trained")]
-    assert all(sorted(t.intermediate_values) == [1, 2] for t in trained if t.state.name == "COMPLETE")
+    assert all(
+        sorted(t.intermediate_values) == [1, 2] for t in trained if t.state.name == "COMPLETE"
+    )
     (final,) = summary.final
     assert final["epochs"] == 1 and 0.0 <= final["test_acc"] <= 1.0
     assert study.user_attrs["final"] == summary.final  # kept apart from the validation numbers

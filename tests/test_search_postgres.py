@@ -26,7 +26,9 @@ def _free_port() -> int:
 @pytest.fixture
 def postgres():
     if not PG_BIN:
-        pytest.skip("PostgreSQL is not installed (Debian package postgresql; scripts/setup.sh --test installs it)")
+        pytest.skip(
+            "PostgreSQL is not installed (Debian package postgresql; scripts/setup.sh --test installs it)"
+        )
     pytest.importorskip("psycopg2")
     # Outside pytest's tmp_path: the postgres user must be able to reach the data directory.
     root = Path(tempfile.mkdtemp(prefix="dnas-pg-"))
@@ -39,10 +41,21 @@ def postgres():
         as_user = ["runuser", "-u", "postgres", "--"]
     run = lambda *a: subprocess.run([*as_user, *a], check=True, capture_output=True, text=True)  # noqa: E731
     run(str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres")
-    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
-        f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start")
+    run(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-w",
+        "-l",
+        str(data / "log"),
+        "-o",
+        f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+        "start",
+    )
     try:
-        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "dnas")
+        run(
+            str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "dnas"
+        )
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/dnas"
     finally:
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
@@ -51,15 +64,47 @@ def postgres():
 
 def test_three_workers_one_study(postgres, tmp_path):
     trials = 6
-    args = [sys.executable, "-m", "dnas_cli.main", "search", "-b", "20k-params", "-b", "3M-flops",
-            "--space", "densenet", "--dataset", "fashion-mnist", "--epochs", "1", "--train-subset", "200",
-            "--val-size", "100", "--batch-size", "50", "--trials", str(trials), "--study", "pg",
-            "--storage", postgres]
+    args = [
+        sys.executable,
+        "-m",
+        "dnas_cli.main",
+        "search",
+        "-b",
+        "20k-params",
+        "-b",
+        "3M-flops",
+        "--space",
+        "densenet",
+        "--dataset",
+        "fashion-mnist",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "200",
+        "--val-size",
+        "100",
+        "--batch-size",
+        "50",
+        "--trials",
+        str(trials),
+        "--study",
+        "pg",
+        "--storage",
+        postgres,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = []
     for i in range(3):
-        procs.append(subprocess.Popen([*args, "--seed", str(i)], cwd=tmp_path, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [*args, "--seed", str(i)],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
         time.sleep(0.5)
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (_out, err) in zip(procs, outputs):
@@ -72,4 +117,6 @@ def test_three_workers_one_study(postgres, tmp_path):
     assert trials <= len(trained) <= trials + 2
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers)) == len({t._trial_id for t in study.trials})
-    assert len({t.user_attrs["run_dir"] for t in trained}) == len(trained)  # no trial trained twice
+    assert len({t.user_attrs["run_dir"] for t in trained}) == len(
+        trained
+    )  # no trial trained twice

@@ -15,7 +15,15 @@ def test_union_is_large_and_distinct():
     assert len(cands) >= 10_000
     assert len(names) == len(cands)
     # The papers' CIFAR models are points of the default spaces.
-    for name in ("densenet-40", "densenet-bc-100", "densenet-bc-190-k40", "densenet-100-k24", "wrn-28-10", "wrn-40-2-b313", "wrn-16-8"):
+    for name in (
+        "densenet-40",
+        "densenet-bc-100",
+        "densenet-bc-190-k40",
+        "densenet-100-k24",
+        "wrn-28-10",
+        "wrn-40-2-b313",
+        "wrn-16-8",
+    ):
         assert name in names
 
 

@@ -28,8 +28,17 @@ def test_published_exact_parameter_counts(name):
 # Table 2 of the WRN paper gives block types' counts rounded to 0.1M (k = 2, 10 classes).
 @pytest.mark.parametrize(
     "name, millions",
-    [("wrn-40-2-b131", 1.4), ("wrn-40-2-b31", 1.2), ("wrn-40-2-b13", 1.3), ("wrn-40-2-b311", 1.3),
-     ("wrn-28-2", 1.5), ("wrn-22-2-b313", 1.1), ("wrn-40-1", 0.6), ("wrn-16-8", 11.0), ("wrn-22-8", 17.2)],
+    [
+        ("wrn-40-2-b131", 1.4),
+        ("wrn-40-2-b31", 1.2),
+        ("wrn-40-2-b13", 1.3),
+        ("wrn-40-2-b311", 1.3),
+        ("wrn-28-2", 1.5),
+        ("wrn-22-2-b313", 1.1),
+        ("wrn-40-1", 0.6),
+        ("wrn-16-8", 11.0),
+        ("wrn-22-8", 17.2),
+    ],
 )
 def test_wrn_rounded_counts(name, millions):
     assert round(n_params(build(parse_name(name))) / 1e6, 1) == millions
