@@ -269,6 +269,8 @@ class Objective:
             and trained_count(trial.study, exclude=trial.number) >= self.config.trials
         ):
             trial.study.stop()
+            # Another worker took the last slot between this one's check and its proposal.
+            trial.set_user_attr("skipped", "the study already has its trials")
             raise optuna.TrialPruned("the study already has its trials")
         trial.set_user_attr(TRAINED, True)
         import torch
