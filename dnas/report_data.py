@@ -16,6 +16,7 @@ import optuna
 
 from dnas.budget import Budget, BudgetError, parse_budget
 from dnas.search import hypervolume
+from dnas.search import pareto_front as search_front
 
 MIN_IMPORTANCE_TRIALS = 10
 # Full-training epochs behind the papers' published errors (DenseNet §4.2; WRN §3).
@@ -181,19 +182,13 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
 def pareto_front(rows: list[TrialRow], metric: str) -> list[TrialRow]:
     """Trained trials not dominated in (validation accuracy up, ``metric`` down), cheapest
     first."""
-    pts = sorted(
-        (
-            r
-            for r in rows
-            if r.state == TRAINED and r.val_acc is not None and getattr(r, metric) is not None
-        ),
-        key=lambda r: (getattr(r, metric), -r.val_acc, r.number),
-    )
-    front: list[TrialRow] = []
-    for r in pts:
-        if not front or r.val_acc > front[-1].val_acc:
-            front.append(r)
-    return front
+    trained = [
+        r
+        for r in rows
+        if r.state == TRAINED and r.val_acc is not None and getattr(r, metric) is not None
+    ]
+    trained.sort(key=lambda r: r.number)  # ties go to the earlier trial
+    return search_front(trained, cost=lambda r: getattr(r, metric), acc=lambda r: r.val_acc)
 
 
 def study_info(study: optuna.Study, rows: list[TrialRow]) -> StudyInfo:

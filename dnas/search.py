@@ -404,7 +404,7 @@ def summarize(study: optuna.Study, config: SearchConfig, wall_time_s: float) -> 
     trials = study.get_trials(deepcopy=False)
     S = optuna.trial.TrialState
     done = [t for t in trials if t.state == S.COMPLETE and t.user_attrs.get(TRAINED)]
-    front = pareto_front(done)
+    front = pareto_front(done, cost=lambda t: t.user_attrs["params"], acc=lambda t: t.values[0])
     members = [
         FrontMember(
             t.number,
@@ -436,16 +436,13 @@ def summarize(study: optuna.Study, config: SearchConfig, wall_time_s: float) -> 
     )
 
 
-def pareto_front(
-    trials: list[optuna.trial.FrozenTrial], cost: str = "params"
-) -> list[optuna.trial.FrozenTrial]:
-    """Trained trials not dominated in (validation accuracy up, cost down), cheapest first."""
-    pts = sorted(trials, key=lambda t: (t.user_attrs[cost], -t.values[0]))
-    front, best = [], -1.0
-    for t in pts:
-        if t.values[0] > best:
-            front.append(t)
-            best = t.values[0]
+def pareto_front(items: list, cost: Callable, acc: Callable) -> list:
+    """The items not dominated in (``acc`` up, ``cost`` down), cheapest first. Shared by the
+    search summary (Optuna trials) and the report (its trial rows)."""
+    front: list = []
+    for item in sorted(items, key=lambda it: (cost(it), -acc(it))):
+        if not front or acc(item) > acc(front[-1]):
+            front.append(item)
     return front
 
 
