@@ -3,7 +3,7 @@
 VENV ?= .venv
 STAMP := $(VENV)/.dnas-installed
 
-.PHONY: demo test setup bench
+.PHONY: demo test lint setup bench
 
 TEST_STAMP := $(VENV)/.dnas-test-installed
 
@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	VENV=$(VENV) bash scripts/setup.sh
 	touch $(STAMP)
 
-$(TEST_STAMP): $(STAMP)
+$(TEST_STAMP): $(STAMP) pyproject.toml
 	VENV=$(VENV) bash scripts/setup.sh --test
 	touch $(TEST_STAMP)
 
@@ -21,8 +21,12 @@ demo: $(STAMP)
 	$(VENV)/bin/dnas search --budget 1M-params --budget 20M-flops --dataset fashion-mnist \
 	    --trials 12 --timeout 8m --epochs 2 --train-subset 10000 --val-size 2000
 
-test: $(TEST_STAMP)
+test: lint
 	$(VENV)/bin/python -m pytest -q
+
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_space.py

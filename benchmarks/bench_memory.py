@@ -56,13 +56,15 @@ def main() -> None:
             fn()
             times[k].append(time.perf_counter() - t0)
     print(
-        f"{args.name}, device {args.device}, batch {args.batch}, median of {args.steps} alternating steps"
+        f"{args.name}, device {args.device}, batch {args.batch},"
+        f" median of {args.steps} alternating steps"
     )
     base_m, base_t = mem["dnas standard"], statistics.median(times["dnas standard"])
     for k in steps:
         t = statistics.median(times[k])
         print(
-            f"{k:<30} peak step memory {mem[k] / 2**20:8.1f} MiB ({100 * (mem[k] / base_m - 1):+5.1f}%)"
+            f"{k:<30} peak step memory {mem[k] / 2**20:8.1f} MiB"
+            f" ({100 * (mem[k] / base_m - 1):+5.1f}%)"
             f"   step {1e3 * t:8.1f} ms ({100 * (t / base_t - 1):+5.1f}%)"
         )
     print(

@@ -73,15 +73,18 @@ def main() -> None:
             losses[k].append(fn())
             times[k].append(time.perf_counter() - t0)
     print(
-        f"{args.name}, device {args.device}, batch {args.batch}, median of {args.steps} alternating steps,"
+        f"{args.name}, device {args.device}, batch {args.batch},"
+        f" median of {args.steps} alternating steps,"
         f" {torch.get_num_threads()} threads"
     )
     base = statistics.median(times["fp32 eager"])
     for k in steps:
         t = statistics.median(times[k])
         print(
-            f"{k:<15} {args.batch / t:8.1f} img/s  ratio {base / t:5.2f}  first step {compile_s[k]:6.1f} s"
-            f"  loss after {len(losses[k])} steps {losses[k][-1]:.4f} (fp32 eager {losses['fp32 eager'][-1]:.4f})"
+            f"{k:<15} {args.batch / t:8.1f} img/s  ratio {base / t:5.2f}"
+            f"  first step {compile_s[k]:6.1f} s"
+            f"  loss after {len(losses[k])} steps {losses[k][-1]:.4f}"
+            f" (fp32 eager {losses['fp32 eager'][-1]:.4f})"
         )
 
 

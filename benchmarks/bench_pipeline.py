@@ -79,7 +79,8 @@ def main() -> None:
         torch.cuda.synchronize()
     ref = n / (time.perf_counter() - t0)
     print(
-        f"device {args.device}, {args.images:,} images, batch {args.batch}; DataLoader with {args.workers} workers"
+        f"device {args.device}, {args.images:,} images, batch {args.batch};"
+        f" DataLoader with {args.workers} workers"
         " (worker start-up included)"
     )
     print(f"dnas on-device batches {ours:12,.0f} img/s")

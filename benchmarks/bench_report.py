@@ -1,10 +1,14 @@
-"""Time `dnas.report.write_report` on a synthetic 1,000-trial study (no training).
+"""Time `dnas.report.write_report` on a synthetic study of 1,000 or 10,000 trials (no training).
 
     .venv/bin/python benchmarks/bench_report.py [--trials 1000] [--out /tmp/bench-report]
+    .venv/bin/python benchmarks/bench_report.py --trials 10000
 
 The study has the layout `dnas search` writes: random DenseNet/WRN proposals from the default
 spaces with their exact costs, a 1M-parameter budget (over-budget proposals stored as rejected,
-never trained), a few failures, and 3-epoch learning curves for the trained ones.
+never trained), a few failures, and 3-epoch learning curves for the trained ones. It is stored
+in SQLite once (about 30 s for 1,000 trials, 9 min for 10,000: Optuna adds trials one by one)
+and reused; the times printed are Optuna's load of the trials, then the report, then the report
+of the same study held in memory.
 """
 
 from __future__ import annotations
@@ -165,7 +169,7 @@ def main() -> None:
         "--db",
         type=Path,
         default=Path(tempfile.gettempdir()) / "dnas-bench-report-{trials}.db",
-        help="SQLite file for the study, built once (slow: ~1-2 min) and reused.",
+        help="SQLite file for the study, built once and reused.",
     )
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -178,16 +182,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         study = optuna.load_study(study_name="synthetic", storage=storage)
+        study.get_trials(deepcopy=False)  # Optuna caches them: the report reads them again free
+        loaded = time.perf_counter() - t0
+        t0 = time.perf_counter()
         page = write_report(study, args.out or Path(tmp) / "report")
         took = time.perf_counter() - t0
         size = page.stat().st_size
+        memory_study = synthetic_study(args.trials)
         t0 = time.perf_counter()
-        write_report(synthetic_study(args.trials), Path(tmp) / "memory")
+        write_report(memory_study, Path(tmp) / "memory")
         memory = time.perf_counter() - t0
     print(
-        f"{args.trials}-trial study: report written in {took:.2f} s from SQLite storage"
-        f" (load included), index.html {size / 1e6:.1f} MB; {memory:.2f} s from an in-memory"
-        " study (building it included)"
+        f"{args.trials}-trial study: {loaded + took:.2f} s from SQLite storage (Optuna's load"
+        f" {loaded:.2f} s, then the report {took:.2f} s), index.html {size / 1e6:.1f} MB;"
+        f" the report of the same study in memory {memory:.2f} s"
     )
 
 

@@ -44,13 +44,16 @@ def main() -> None:
 
     closed_rate, fv_rate = len(cands) / closed_s, len(sample) / fv_s
     print(
-        f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"machine: {platform.machine()}, torch {torch.__version__},"
+        f" {torch.get_num_threads()} threads"
     )
     print(
-        f"closed form: {len(cands):,} architectures in {closed_s:.3f} s = {closed_rate:,.0f} archs/s"
+        f"closed form: {len(cands):,} architectures in {closed_s:.3f} s"
+        f" = {closed_rate:,.0f} archs/s"
     )
     print(
-        f"fvcore:      {len(sample):,} sampled in {fv_s:.2f} s = {fv_rate:,.2f} archs/s (mismatches: {mismatches})"
+        f"fvcore:      {len(sample):,} sampled in {fv_s:.2f} s = {fv_rate:,.2f} archs/s"
+        f" (mismatches: {mismatches})"
     )
     print(f"ratio: closed form is {closed_rate / fv_rate:,.0f}x faster")
 

@@ -119,7 +119,8 @@ def compare(label: str, ours: nn.Module, ref: nn.Module, args: argparse.Namespac
             times[name].append(time.perf_counter() - t0)
     ips = {name: args.batch / statistics.median(t) for name, t in times.items()}
     print(
-        f"{label:<36} params {pa:>9,}  dnas {ips['dnas']:8.1f} img/s  reference {ips['ref']:8.1f} img/s"
+        f"{label:<36} params {pa:>9,}  dnas {ips['dnas']:8.1f} img/s"
+        f"  reference {ips['ref']:8.1f} img/s"
         f"  ratio dnas/ref {ips['dnas'] / ips['ref']:.3f}"
     )
 
@@ -132,7 +133,8 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true")
     args = p.parse_args()
     print(
-        f"device {args.device}, batch {args.batch}, median of {args.steps} alternating steps, torch {torch.__version__},"
+        f"device {args.device}, batch {args.batch}, median of {args.steps} alternating steps,"
+        f" torch {torch.__version__},"
         f" {torch.get_num_threads()} threads"
     )
     torch.manual_seed(0)

@@ -1,1 +1,4 @@
-"""The dnas command line (installed as the ``dnas_cli`` package). Thin: it parses and calls dnas."""
+"""The dnas command line (installed as the ``dnas_cli`` package).
+
+Thin: it parses and calls dnas.
+"""

@@ -6,24 +6,15 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
-from enum import Enum
 
 import typer
 from rich.console import Console
 
-from dnas.datasets import DATASETS
 from dnas.errors import DnasError
 
 # Wide enough that names and exact counts are never cut when stdout is a pipe or a file.
 out = Console(width=None if sys.stdout.isatty() else 160)  # results
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # progress and logs
-
-DatasetName = Enum("DatasetName", {d.replace("-", "_"): d for d in DATASETS}, type=str)  # type: ignore[misc]
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 @contextlib.contextmanager
@@ -33,21 +24,10 @@ def user_errors() -> Iterator[None]:
         yield
     except DnasError as e:
         typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(getattr(e, "exit_code", 2)) from None
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         raise typer.Exit(130) from None
-
-
-def check_device(device: Device) -> str:
-    if device is Device.cuda:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise DnasError(
-                "--device cuda: no CUDA GPU is visible on this machine; use --device cpu"
-            )
-    return device.value
 
 
 def print_json(data: object) -> None:

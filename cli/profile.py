@@ -7,7 +7,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .common import DatasetName, Device, check_device, err, out, print_json, user_errors
+from dnas.datasets import DatasetName
+from dnas.device import Device
+
+from .common import err, out, print_json, user_errors
 
 
 def profile(
@@ -28,35 +31,44 @@ def profile(
         ),
     ] = None,
     device: Annotated[
-        Device, typer.Option(help="Where to measure speed and memory.")
-    ] = Device.cpu,
+        Device,
+        typer.Option(help="Where to measure speed and memory; auto: cuda if a GPU is visible."),
+    ] = Device.auto,
     memory_efficient: Annotated[
         bool,
         typer.Option(
-            help="DenseNets: also measure the memory-efficient (checkpointed) variant beside the standard one."
+            help="DenseNets: also measure the memory-efficient (checkpointed) variant beside"
+            " the standard one."
         ),
     ] = True,
     repeats: Annotated[
-        int, typer.Option(min=1, help="Timed runs per measurement (the median is reported).")
-    ] = 3,
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Timed runs per measurement, after warm-up; the median is reported"
+            " [default: as many as fit in a few seconds, at least 5].",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Profile a named model: parameters, FLOPs (fvcore and closed form), per-stage costs, speed, memory."""
+    """Profile a named model: parameters, FLOPs (fvcore and closed form), per-stage costs, speed,
+    memory."""
     with user_errors():
         from dnas.datasets import dataset_info
         from dnas.names import parse_name
 
         info = dataset_info(dataset.value)
         spec = parse_name(name, info.num_classes, info.channels)
-        dev = check_device(device)
+        from dnas.device import resolve_device
+
+        dev = resolve_device(device.value)
         from dnas.profile import profile as run_profile
 
-        bs = batch_size or (64 if dev == "cuda" else 16)
         with err.status(f"profiling {spec.name} on {dev}...") as status:
             result = run_profile(
                 spec,
                 info,
-                bs,
+                batch_size,
                 dev,
                 memory_efficient,
                 repeats,
@@ -71,19 +83,23 @@ def profile(
 def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
     same = "equal" if r.flops_fvcore == r.flops_closed_form else "DIFFERENT"
     out.print(
-        f"[bold]{r.name}[/bold] on {r.dataset} (input {'x'.join(map(str, r.input_shape))}), {r.device_name}"
+        f"[bold]{r.name}[/bold] on {r.dataset} (input {'x'.join(map(str, r.input_shape))}),"
+        f" device {r.device} ({r.device_name})"
     )
     out.print(f"parameters      {r.params:>16,}   closed form {r.params_closed_form:,}")
     out.print(
-        f"FLOPs (fvcore)  {r.flops_fvcore:>16,}   closed form {r.flops_closed_form:,} ({same}); 1 multiply-add = 1 flop, batch 1"
+        f"FLOPs (fvcore)  {r.flops_fvcore:>16,}   closed form {r.flops_closed_form:,} ({same});"
+        " 1 multiply-add = 1 flop, batch 1"
     )
     out.print(
-        f"MACs conv+linear{r.macs_conv_linear:>16,}   the papers'/torchvision's 'FLOPs'; x2 = {2 * r.macs_conv_linear:,} flops as torch.utils.flop_counter counts"
+        f"MACs conv+linear{r.macs_conv_linear:>16,}   the papers'/torchvision's 'FLOPs';"
+        f" x2 = {2 * r.macs_conv_linear:,} flops as torch.utils.flop_counter counts"
     )
     if r.uncounted_ops:
         ops = ", ".join(f"{op} x{n}" for op, n in r.uncounted_ops.items())
         out.print(
-            f"not counted by fvcore: {ops} (pooling and adds: the paper-style count ignores them too)"
+            f"not counted by fvcore: {ops}"
+            " (pooling and adds: the paper-style count ignores them too)"
         )
     stages = Table(
         "stage",
@@ -109,31 +125,52 @@ def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
         "train step ms",
         "train img/s",
         "peak train memory",
-        title=f"measured, batch {r.batch_size}, median of runs",
+        title=f"measured, batch {r.batch_size}, after warm-up: median (min-max) of"
+        f" {_runs(r.speed, 'forward_spread')} forward and {_runs(r.speed, 'train_step_spread')}"
+        " training-step runs",
     )
     for s in r.speed:
         speed.add_row(
             "memory-efficient" if s.memory_efficient else "standard",
-            f"{s.forward_ms:.1f}",
+            _ms(s.forward_ms, s.forward_spread),
             f"{s.forward_images_per_s:.1f}",
-            f"{s.train_step_ms:.1f}",
+            _ms(s.train_step_ms, s.train_step_spread),
             f"{s.train_images_per_s:.1f}",
             f"{s.peak_train_memory_bytes / 2**20:.1f} MiB",
         )
     out.print(speed)
+    if not all(s.forward_spread.steady and s.train_step_spread.steady for s in r.speed):
+        out.print(
+            "[yellow]timings scattered by more than 10% between runs (a busy machine?):"
+            " compare them with care, or rerun[/yellow]"
+        )
     out.print(f"memory: {r.speed[0].memory_method}")
     if len(r.speed) == 2:
         a, b = r.speed
+        saved = 1 - b.peak_train_memory_bytes / a.peak_train_memory_bytes
+        slower = b.train_step_ms / a.train_step_ms - 1
         out.print(
-            f"memory-efficient: {100 * (1 - b.peak_train_memory_bytes / a.peak_train_memory_bytes):.0f}% less memory,"
-            f" {100 * (b.train_step_ms / a.train_step_ms - 1):+.0f}% step time"
+            f"memory-efficient: {100 * saved:.0f}% less memory, {100 * slower:+.0f}% step time"
         )
     if r.paper:
         p = r.paper
         errors = ", ".join(f"{k} {v}%" for k, v in p["errors"].items()) or "-"
-        count = f"{p['params']:,}" if p["params"] else p["params_rounded"]
-        match = " (ours equal)" if p["params"] == r.params else ""
-        out.print(f"published ({p['source']}): params {count}{match}; error {errors}")
+        printed = p["params_printed"] or "not printed"
+        exact = ""
+        if p["params_exact"]:
+            equal = ", ours equal" if p["params_exact"] == r.params else ""
+            exact = f"; exact {p['params_exact']:,} ({p['params_exact_source']}{equal})"
+        out.print(
+            f"published ({p['source']}): params {printed}, error {errors}{exact}", highlight=False
+        )
+
+
+def _ms(median: float, spread) -> str:  # noqa: ANN001 - a dnas.profile.Spread
+    return f"{median:.1f} ({spread.min_ms:.1f}-{spread.max_ms:.1f})"
+
+
+def _runs(speed: list, field: str) -> int:
+    return getattr(speed[0], field).repeats
 
 
 def register(app: typer.Typer) -> None:

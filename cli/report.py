@@ -29,15 +29,20 @@ def report(
 ) -> None:
     """Write a study's Pareto front, learning curves, importances and feature reuse as HTML."""
     with user_errors():
-        from dnas.report import load_study, storage_base, write_report
+        from dnas.report import write_report
+        from dnas.study import load_study, storage_base
 
+        left_out: list[str] = []
         with err.status(f"writing the report of {study}..."):
             page = write_report(
                 load_study(study, storage),
                 out_dir or Path("reports") / study,
                 reuse_top=reuse_top,
                 base=storage_base(storage),
+                warn=left_out.append,
             )
+        for line in left_out:
+            err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
         out.print(
             f"report: {page}  (open it in a browser: {page.resolve().as_uri()})",
             highlight=False,

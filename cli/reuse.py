@@ -31,12 +31,13 @@ def reuse(
 ) -> None:
     """Feature reuse: DenseNet Figure-5 heatmaps from the weights; WRN residual/shortcut ratios."""
     with user_errors():
-        from dnas.reuse import reuse_from_checkpoint, write_reuse_html
+        from dnas.report import write_reuse_page
+        from dnas.reuse import reuse_from_checkpoint
 
         with err.status(f"measuring feature reuse of {run}..."):
             result = reuse_from_checkpoint(run, dataset, data_dir, images)
         target = out_file or (run if run.is_dir() else run.parent) / "reuse.html"
-        page = write_reuse_html(result, target)
+        page = write_reuse_page(result, target)
         if as_json:
             print_json(result.to_dict())
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,9 +9,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from dnas.datasets import DatasetName
 from dnas.space import SPACES
 
-from .common import DatasetName, out, print_json, user_errors
+from .common import out, print_json, user_errors
 
 
 class Family(str, Enum):
@@ -67,17 +67,15 @@ def space(
             family.value, dataset.value, tuple(budget or ()), sort.value, reverse
         )
         if csv_path:
-            with open(csv_path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(result.rows[0]))
-                writer.writeheader()
-                writer.writerows(result.rows)
+            result.write_csv(csv_path)
         rows = result.rows[:limit] if limit else result.rows
         if as_json:
             print_json({**result.summary(), "rows": rows})
             return
         out.print(
             f"{result.total:,} candidates in {family.value} on {dataset.value}; "
-            f"{len(result.rows):,} meet {result.budget_text} (counted in {result.seconds * 1e3:.0f} ms)"
+            f"{len(result.rows):,} meet {result.budget_text}"
+            f" (counted in {result.seconds * 1e3:.0f} ms)"
         )
         table = Table("name", "family", "depth", "params", "FLOPs (fvcore)", "MACs (conv+linear)")
         for r in rows:
@@ -92,7 +90,8 @@ def space(
         out.print(table)
         if limit and len(result.rows) > limit:
             out.print(
-                f"... {len(result.rows) - limit:,} more (--limit 0 shows all, --csv FILE writes all)"
+                f"... {len(result.rows) - limit:,} more"
+                " (--limit 0 shows all, --csv FILE writes all)"
             )
 
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from dnas.device import Device
 from dnas.errors import DnasError
+from dnas.recipes import RecipeName
 
-from .common import Device, check_device, err, out, print_json, user_errors
-
-
-class RecipeName(str, Enum):
-    paper = "paper"
-    fast = "fast"
+from .common import err, out, print_json, user_errors
 
 
 def train(
@@ -58,8 +53,9 @@ def train(
         typer.Option(help="Override dropout [default: the name's, else the recipe's]."),
     ] = None,
     device: Annotated[
-        Device, typer.Option(help="Where the data and the model live.")
-    ] = Device.cpu,
+        Device,
+        typer.Option(help="Where the data and the model live; auto: cuda if a GPU is visible."),
+    ] = Device.auto,
     seed: Annotated[
         int, typer.Option(help="Seeds weights, shuffling, augmentation and dropout.")
     ] = 0,
@@ -103,20 +99,21 @@ def train(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Train a network on a dataset; writes config.json, metrics.jsonl, checkpoint.pt, result.json."""
+    """Train a network on a dataset; writes config.json, metrics.jsonl, checkpoint.pt and
+    result.json."""
     with user_errors():
+        from dnas.checkpoint import RunDir, default_run_dir, load_spec
         from dnas.data import load_data
-        from dnas.train import TrainConfig, load_checkpoint, load_spec
+        from dnas.device import device_name, resolve_device
+        from dnas.train import TrainConfig
         from dnas.train import train as run_train
 
-        dev = check_device(device)
+        dev = resolve_device(device.value)
         if resume and out_dir is None:
             raise DnasError("--resume needs --out DIR, the run directory to continue")
         load_spec(name_or_spec)  # a bad name fails before any data is loaded
         if resume:
-            load_checkpoint(
-                out_dir
-            )  # fail fast, before loading data, on a corrupt or foreign file
+            RunDir(out_dir).resume()  # a corrupt or foreign checkpoint fails before loading data
         data = load_data(dataset, data_dir, dev, val_size, train_subset)
         spec = load_spec(name_or_spec, data.info.num_classes, data.info.channels)
         config = TrainConfig(
@@ -137,14 +134,11 @@ def train(
             val_size=val_size,
             eval_test=eval_test,
         )
-        run_dir = (
-            out_dir
-            or Path("runs")
-            / f"{spec.name}-{data.info.name.replace(':', '_').replace('/', '_')}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        run_dir = out_dir or default_run_dir(spec.name, data.info.name, seed)
         err.print(
-            f"{spec.name} on {data.info.name}: {len(data.train_y):,} train, {len(data.val_y):,} val images"
-            f" ({data.source}); run directory {run_dir}"
+            f"{spec.name} on {data.info.name}: {len(data.train_y):,} train,"
+            f" {len(data.val_y):,} val images ({data.source}); device {dev} ({device_name(dev)});"
+            f" run directory {run_dir}"
         )
         with _Progress() as progress:
             result = run_train(
@@ -165,7 +159,8 @@ def train(
 
 
 class _Progress:
-    """A Rich progress bar on stderr: epoch, step, running loss/accuracy, images/s; a line per epoch."""
+    """A Rich progress bar on stderr (epoch, step, running loss/accuracy, images/s) and a line per
+    epoch."""
 
     def __enter__(self) -> _Progress:
         from rich.progress import (
@@ -181,7 +176,8 @@ class _Progress:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn(
-                "loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} {task.fields[ips]:.0f} img/s"
+                "loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"
+                " {task.fields[ips]:.0f} img/s"
             ),
             TimeElapsedColumn(),
             console=err,
@@ -209,7 +205,8 @@ class _Progress:
         val = "-" if m["val_acc"] is None else f"{m['val_loss']:.4f} / {m['val_acc']:.4f}"
         self.bar.console.print(
             f"epoch {epoch}: train loss/acc {m['train_loss']:.4f} / {m['train_acc']:.4f},"
-            f" val loss/acc {val}, lr {m['lr']:.4g}, {m['images_per_s']:.0f} img/s, {m['time_s']:.1f} s"
+            f" val loss/acc {val}, lr {m['lr']:.4g}, {m['images_per_s']:.0f} img/s,"
+            f" {m['time_s']:.1f} s"
         )
 
 

@@ -37,7 +37,8 @@ def parse_budget(text: str) -> Budget:
     m = _BUDGET.match(text.strip())
     if not m:
         raise BudgetError(
-            f"bad budget {text!r}: write a number, an optional k/M/G and -params or -flops, e.g. {EXAMPLE}"
+            f"bad budget {text!r}: write a number, an optional k/M/G and -params or -flops,"
+            f" e.g. {EXAMPLE}"
         )
     value = float(m[1]) * _UNITS[m[2].lower()]
     if value <= 0:

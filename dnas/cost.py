@@ -119,7 +119,10 @@ def _wrn_stages(spec: WRNSpec, h: int, w: int) -> list[Stage]:
 
 
 def stages(spec: Spec, input_size: tuple[int, int] = (32, 32)) -> list[Stage]:
-    """Per-stage costs in model order, for an input of (H, W) with ``spec.in_channels`` channels."""
+    """Per-stage costs in model order.
+
+    For an input of (H, W) with ``spec.in_channels`` channels.
+    """
     h, w = input_size
     if isinstance(spec, DenseNetSpec):
         return _densenet_stages(spec, h, w)

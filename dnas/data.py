@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from dnas.datasets import DATASETS, DatasetInfo, dataset_info
+from dnas.datasets import DatasetInfo, dataset_info
 from dnas.errors import DnasError
 
 PadMode = Literal["zeros", "reflect"]
@@ -201,9 +201,7 @@ def _imagefolder(path: Path) -> tuple[DatasetInfo, tuple[torch.Tensor, ...]]:
         test_x, test_y, _ = read(path / "test", classes)
     else:
         test_x, test_y = train_x[:0], train_y[:0]
-    info = DatasetInfo(
-        f"imagefolder:{path}", 3, train_x.shape[2], train_x.shape[3], len(classes), ""
-    )
+    info = DatasetInfo(f"imagefolder:{path}", 3, train_x.shape[2], train_x.shape[3], len(classes))
     return info, (train_x, train_y, test_x, test_y)
 
 
@@ -273,7 +271,8 @@ def load_data(
         info = dataset_info(name)
         if name == "imagenet":
             raise DnasError(
-                "imagenet is not trainable with dnas train; use imagefolder:PATH for your own images"
+                "imagenet is not trainable with dnas train;"
+                " use imagefolder:PATH for your own images"
             )
         idx_dir = _find_idx(name, root) if name in ("mnist", "fashion-mnist") else None
         if idx_dir is not None:
@@ -288,7 +287,9 @@ def load_data(
                     "cifar100": "cifar-100-python.tar.gz",
                     "svhn": "svhn/train_32x32.mat and svhn/test_32x32.mat",
                     "mnist": "the four MNIST IDX files (train-images-idx3-ubyte.gz, ...)",
-                    "fashion-mnist": "the four Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...)",
+                    "fashion-mnist": (
+                        "the four Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...)"
+                    ),
                 }
                 raise _missing(name, root, files[name], e) from None
             source = str(root)
@@ -305,7 +306,8 @@ def load_data(
     if train_subset is not None:
         if not 1 <= train_subset <= len(train_idx):
             raise DnasError(
-                f"--train-subset must be in [1, {len(train_idx)}] for {info.name}, got {train_subset}"
+                f"--train-subset must be in [1, {len(train_idx)}] for {info.name},"
+                f" got {train_subset}"
             )
         train_idx = train_idx[stratified_indices(train_y[train_idx], train_subset, g)]
     mean, std = _channel_stats(train_x[train_idx])
@@ -383,8 +385,3 @@ def batches(
         if augment:
             xb = crop_flip(xb, generator, mode=pad_mode)
         yield xb.contiguous(memory_format=fmt), y[idx]
-
-
-def dataset_names() -> list[str]:
-    """Names ``load_data`` accepts (besides ``imagefolder:PATH``)."""
-    return [d for d in DATASETS if d != "imagenet"]

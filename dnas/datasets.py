@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from dnas.errors import DnasError
@@ -14,7 +15,6 @@ class DatasetInfo:
     height: int
     width: int
     num_classes: int
-    paper_key: str  # the column of the papers' tables this dataset is compared with
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -24,14 +24,21 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in (
-        DatasetInfo("cifar10", 3, 32, 32, 10, "C10+"),
-        DatasetInfo("cifar100", 3, 32, 32, 100, "C100+"),
-        DatasetInfo("svhn", 3, 32, 32, 10, "SVHN"),
-        DatasetInfo("fashion-mnist", 1, 28, 28, 10, ""),
-        DatasetInfo("mnist", 1, 28, 28, 10, ""),
-        DatasetInfo("imagenet", 3, 224, 224, 1000, "ImageNet"),
+        DatasetInfo("cifar10", 3, 32, 32, 10),
+        DatasetInfo("cifar100", 3, 32, 32, 100),
+        DatasetInfo("svhn", 3, 32, 32, 10),
+        DatasetInfo("fashion-mnist", 1, 28, 28, 10),
+        DatasetInfo("mnist", 1, 28, 28, 10),
+        DatasetInfo("imagenet", 3, 224, 224, 1000),
     )
 }
+
+
+# The closed set of names, for command-line choices (``imagefolder:PATH`` is open, so it is not
+# one of them).
+DatasetName = enum.Enum(  # type: ignore[misc]
+    "DatasetName", {d.replace("-", "_"): d for d in DATASETS}, type=str
+)
 
 
 def dataset_info(name: str) -> DatasetInfo:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
 
-from dnas.common import init_weights, make_head
+from dnas.head_and_init import init_weights, make_head
 from dnas.spec import DenseNetSpec
 
 # torchvision DenseNet state-dict prefix -> dnas prefix (the rest of each key is the same).

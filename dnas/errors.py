@@ -8,3 +8,5 @@ from __future__ import annotations
 
 class DnasError(ValueError):
     """Bad input from a user: a wrong name, a bad budget, a missing dataset, a corrupt file."""
+
+    exit_code = 2  # what the command line exits with

@@ -19,70 +19,18 @@ import re
 from dataclasses import replace
 
 from dnas.errors import DnasError
-from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, SpecError, WRNSpec
-
-# DenseNet-264 has 2·130 + 5 = 265 layers by the paper's own count; the name is the paper's.
-IMAGENET_DENSENETS: dict[str, DenseNetSpec] = {
-    "densenet121": DenseNetSpec(
-        121, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 24, 16), num_classes=1000
-    ),
-    "densenet161": DenseNetSpec(
-        161, 48, True, 0.5, stem="imagenet", blocks=(6, 12, 36, 24), num_classes=1000
-    ),
-    "densenet169": DenseNetSpec(
-        169, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 32, 32), num_classes=1000
-    ),
-    "densenet201": DenseNetSpec(
-        201, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 48, 32), num_classes=1000
-    ),
-    "densenet264": DenseNetSpec(
-        265, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 64, 48), num_classes=1000
-    ),
-}
+from dnas.spec import (
+    IMAGENET_DENSENETS,
+    WRN_BLOCK_TYPES,
+    DenseNetSpec,
+    Spec,
+    SpecError,
+    WRNSpec,
+)
 
 
-class NameError_(DnasError):
+class ArchitectureNameError(DnasError):
     """A name that is not a valid architecture; the message names the closest valid ones."""
-
-
-def _fmt(x: float) -> str:
-    return f"{x:g}"
-
-
-def _head_free(spec: Spec) -> Spec:
-    """The spec with the dataset-dependent fields at their defaults (names don't carry them)."""
-    return replace(spec, num_classes=10, in_channels=3)
-
-
-def spec_name(spec: Spec) -> str:
-    """The canonical name of a spec (classes and input channels are not part of a name)."""
-    if isinstance(spec, WRNSpec):
-        parts = ["wrn", str(spec.depth), str(spec.widen)]
-        if spec.block != (3, 3):
-            parts.append("b" + "".join(map(str, spec.block)))
-        if spec.dropout:
-            parts.append(f"drop{_fmt(spec.dropout)}")
-        return "-".join(parts)
-    if spec.stem == "imagenet":
-        base = replace(_head_free(spec), dropout=0.0)
-        for alias, ref in IMAGENET_DENSENETS.items():
-            if base == _head_free(ref):
-                return alias + (f"-drop{_fmt(spec.dropout)}" if spec.dropout else "")
-    parts = ["densenet"] + ([spec.variant] if spec.variant else []) + [str(spec.depth)]
-    if spec.growth_rate != 12:
-        parts.append(f"k{spec.growth_rate}")
-    default_theta = 0.5 if spec.compression < 1.0 else 1.0
-    if spec.compression != default_theta:
-        parts.append(f"t{_fmt(spec.compression)}")
-    if spec.stem_width and spec.stem_width != spec.default_stem_width:
-        parts.append(f"s{spec.stem_width}")
-    if spec.dropout:
-        parts.append(f"drop{_fmt(spec.dropout)}")
-    if spec.blocks:
-        parts.append("blocks" + "x".join(map(str, spec.blocks)))
-    if spec.stem == "imagenet":
-        parts.append("imagenet")
-    return "-".join(parts)
 
 
 _NUM = r"(\d+(?:\.\d+)?)"
@@ -128,7 +76,8 @@ def _parse(name: str, num_classes: int, in_channels: int) -> Spec:
         elif btype:
             if btype not in WRN_BLOCK_TYPES:
                 raise SpecError(
-                    f"unknown WRN block type {btype!r}; choose one of: {', '.join(WRN_BLOCK_TYPES)}"
+                    f"unknown WRN block type {btype!r};"
+                    f" choose one of: {', '.join(WRN_BLOCK_TYPES)}"
                 )
             block = WRN_BLOCK_TYPES[btype]
         return WRNSpec(int(depth), int(k), block, float(drop or 0), **head)
@@ -175,7 +124,7 @@ def parse_name(name: str, num_classes: int = 10, in_channels: int = 3) -> Spec:
     """Parse a canonical or alias name into a spec.
 
     Raises:
-        NameError_: with a one-line message naming the closest valid names.
+        ArchitectureNameError: with a one-line message naming the closest valid names.
     """
     key = name.strip().lower()
     try:
@@ -183,4 +132,4 @@ def parse_name(name: str, num_classes: int = 10, in_channels: int = 3) -> Spec:
     except SpecError as e:
         close = _suggest(key)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise NameError_(f"{e}{hint}") from None
+        raise ArchitectureNameError(f"{e}{hint}") from None

@@ -1,4 +1,4 @@
-"""`dnas profile`: exact costs, fvcore's count beside the closed form, and measured speed and memory.
+"""`dnas profile`: exact costs, fvcore's count beside the closed form, measured speed and memory.
 
 Every figure is either computed exactly (parameters, closed-form FLOPs) or measured on the device
 in this process (fvcore's count, latency, throughput, peak memory); the report says which.
@@ -7,6 +7,7 @@ in this process (fvcore's count, latency, throughput, peak memory); the report s
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import platform
 import statistics
@@ -19,10 +20,40 @@ from torch import nn
 
 from dnas.cost import Stage, stages
 from dnas.datasets import DatasetInfo
+from dnas.device import device_name, resolve_device
 from dnas.flops import fvcore_count
 from dnas.models import build
 from dnas.spec import DenseNetSpec, Spec
 from dnas.zoo import PAPER_MODELS, PaperModel
+
+# Timed runs per measurement, after an untimed run of each variant: as many as fit in TIMED_S
+# seconds (all variants together), within [MIN_REPEATS, MAX_REPEATS]. On this project's 2-core
+# CPU, `dnas profile densenet-bc-100` then takes 25-30 s, 8-11 timed training steps per variant.
+TIMED_S = {"train step": 13.0, "forward": 3.0}
+MIN_REPEATS, MAX_REPEATS = 5, 200
+STEADY = 0.10  # runs whose interquartile range exceeds this share of its midpoint are unsteady
+
+
+@dataclass(frozen=True)
+class Spread:
+    """How the timed runs of one measurement scattered around their median, in milliseconds."""
+
+    min_ms: float
+    q1_ms: float  # lower quartile
+    q3_ms: float  # upper quartile
+    max_ms: float
+    repeats: int  # timed runs
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Spread:
+        ms = sorted(1e3 * s for s in seconds)
+        q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else ms * 3
+        return cls(ms[0], q1, q3, ms[-1], len(ms))
+
+    @property
+    def steady(self) -> bool:
+        """Whether the middle half of the runs spans at most ``STEADY`` of its midpoint."""
+        return self.q3_ms - self.q1_ms <= STEADY * (self.q1_ms + self.q3_ms) / 2
 
 
 @dataclass
@@ -34,6 +65,8 @@ class Speed:
     train_images_per_s: float
     peak_train_memory_bytes: int
     memory_method: str
+    forward_spread: Spread
+    train_step_spread: Spread
 
 
 @dataclass
@@ -59,13 +92,6 @@ class ProfileResult:
         return asdict(self)
 
 
-UNCOUNTED_NOTE = {
-    "aten::avg_pool2d": "transition average pooling (the paper-style count ignores it too)",
-    "aten::max_pool2d": "stem max-pooling (ignored by the paper-style count too)",
-    "aten::add": "residual additions (ignored by the paper-style count too)",
-}
-
-
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """Silence the profiler's C++ start/stop lines, which bypass Python's sys.stderr."""
@@ -84,15 +110,49 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _seconds(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def time_runs(
+    fns: list[Callable[[], object]],
+    device: torch.device,
+    repeats: int | None = None,
+    timed_s: float = 4.0,
+    warm_up: bool = True,
+) -> list[list[float]]:
+    """Seconds of each timed run of each function.
+
+    With ``warm_up``, each function runs once untimed first (kernel selection, allocator caches,
+    optimizer state). Then they take turns, in alternating order, so that a busier moment on the
+    machine slows them alike: ``repeats`` turns, or with None as many as fit in ``timed_s``
+    seconds, within [``MIN_REPEATS``, ``MAX_REPEATS``]. Garbage collection is off while timing,
+    as in ``timeit``.
+    """
+    for fn in fns if warm_up else []:
+        _seconds(fn, device)
+    times: list[list[float]] = [[] for _ in fns]
+    turns = list(zip(fns, times))
+    t0 = time.perf_counter()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while True:
+            for fn, t in turns if len(times[0]) % 2 == 0 else reversed(turns):
+                t.append(_seconds(fn, device))
+            n, spent = len(times[0]), time.perf_counter() - t0
+            if repeats is not None and n >= repeats:
+                break
+            if repeats is None and (n >= MAX_REPEATS or (n >= MIN_REPEATS and spent >= timed_s)):
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return times
 
 
 def cpu_peak_bytes(fn: Callable[[], object]) -> int:
@@ -114,84 +174,123 @@ def cpu_peak_bytes(fn: Callable[[], object]) -> int:
     return peak
 
 
+class Workload:
+    """One variant's network, optimizer and random batch: a training step and a forward pass."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        dataset: DatasetInfo,
+        batch_size: int,
+        device: torch.device,
+        memory_efficient: bool,
+    ) -> None:
+        torch.manual_seed(0)
+        self.device = device
+        # What other networks hold on the GPU, which this one's CUDA peak must not count.
+        self.held = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+        self.model = build(spec, memory_efficient=memory_efficient).to(device)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4
+        )
+        self.x = torch.randn(batch_size, *dataset.input_size, device=device)
+        self.y = torch.randint(0, spec.num_classes, (batch_size,), device=device)
+
+    def train_step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+        self.optimizer.step()
+
+    @torch.no_grad()
+    def forward(self) -> None:
+        self.model(self.x)
+
+    def peak_train_memory(self) -> tuple[int, str]:
+        """Peak memory of the first training step (it allocates the optimizer state, so its peak
+        is the largest), and how it was measured. Call it first: the step is also the warm-up."""
+        self.model.train()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.train_step()
+            _sync(self.device)
+            method = "CUDA caching allocator peak (max_memory_allocated)"
+            return torch.cuda.max_memory_allocated(self.device) - self.held, method
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        method = (
+            "CPU allocator peak during a training step (torch.profiler memory events) + weights"
+        )
+        return weights + cpu_peak_bytes(self.train_step), method
+
+
 def measure_speed(
     spec: Spec,
     dataset: DatasetInfo,
     batch_size: int,
     device: torch.device,
-    memory_efficient: bool,
-    repeats: int = 3,
-) -> Speed:
-    """Median forward latency and training-step time, and the peak memory of a training step."""
-    torch.manual_seed(0)
-    model = build(spec, memory_efficient=memory_efficient).to(device)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4
-    )
-    x = torch.randn(batch_size, *dataset.input_size, device=device)
-    y = torch.randint(0, spec.num_classes, (batch_size,), device=device)
-
-    def train_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    model.train()
-    # The first step is the warm-up; it is also the one whose memory is measured (it allocates the
-    # optimizer state, so its peak is the largest).
-    state_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        train_step()
-        _sync(device)
-        peak, method = (
-            torch.cuda.max_memory_allocated(device),
-            "CUDA caching allocator peak (max_memory_allocated)",
+    variants: list[bool],
+    repeats: int | None = None,
+    on_step: Callable[[str], None] = lambda _: None,
+) -> list[Speed]:
+    """Peak training memory, then median training-step and forward times, of each variant
+    (``memory_efficient`` False/True), timed in turns (see ``time_runs``)."""
+    loads, memory = [], []
+    for me in variants:
+        on_step("peak memory" + (" (memory-efficient)" if me else ""))
+        loads.append(Workload(spec, dataset, batch_size, device, me))
+        memory.append(loads[-1].peak_train_memory())  # the training step's warm-up too
+    times = {}
+    for what, mode in (("train step", True), ("forward", False)):
+        on_step(f"timing the {what}" + (" in turns" if len(loads) > 1 else ""))
+        fns = []
+        for w in loads:
+            w.model.train(mode)
+            fns.append(w.train_step if mode else w.forward)
+        times[what] = time_runs(fns, device, repeats, TIMED_S[what], warm_up=not mode)
+    speed = []
+    for i, me in enumerate(variants):
+        fwd = statistics.median(times["forward"][i])
+        step = statistics.median(times["train step"][i])
+        speed.append(
+            Speed(
+                me,
+                fwd * 1e3,
+                batch_size / fwd,
+                step * 1e3,
+                batch_size / step,
+                int(memory[i][0]),
+                memory[i][1],
+                Spread.of(times["forward"][i]),
+                Spread.of(times["train step"][i]),
+            )
         )
-    else:
-        peak = state_bytes + cpu_peak_bytes(train_step)
-        method = (
-            "CPU allocator peak during a training step (torch.profiler memory events) + weights"
-        )
-    step = _median_time(train_step, repeats, device)
-
-    model.eval()
-    with torch.no_grad():
-        model(x)
-        fwd = _median_time(lambda: model(x), repeats, device)
-    return Speed(
-        memory_efficient,
-        fwd * 1e3,
-        batch_size / fwd,
-        step * 1e3,
-        batch_size / step,
-        int(peak),
-        method,
-    )
+    return speed
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+def default_batch_size(device: str) -> int:
+    """The paper's 64 on a GPU; 16 on a CPU, where a step of a paper model takes seconds."""
+    return 64 if torch.device(device).type == "cuda" else 16
 
 
 def profile(
     spec: Spec,
     dataset: DatasetInfo,
-    batch_size: int,
+    batch_size: int | None = None,
     device: str = "cpu",
     memory_efficient: bool = True,
-    repeats: int = 3,
+    repeats: int | None = None,
     on_step: Callable[[str], None] = lambda _: None,
 ) -> ProfileResult:
     """Profile one architecture on one dataset's input size.
 
     Args:
+        batch_size: for speed and memory; None: ``default_batch_size(device)``.
+        device: "cpu", "cuda" or "auto" (see ``dnas.device.resolve_device``).
         memory_efficient: for DenseNets, also measure the checkpointed variant beside the standard.
+        repeats: timed runs per measurement; None: as many as fit in ``TIMED_S``.
         on_step: called with a short description before each measurement (for progress display).
     """
-    dev = torch.device(device)
+    device = resolve_device(device)
+    batch_size = batch_size or default_batch_size(device)
     size = (dataset.height, dataset.width)
     closed: list[Stage] = stages(spec, size)
     on_step("fvcore count")
@@ -210,10 +309,8 @@ def profile(
         for s in closed
     ]
     variants = [False] + ([True] if memory_efficient and isinstance(spec, DenseNetSpec) else [])
-    speed = []
-    for me in variants:
-        on_step("speed and memory" + (" (memory-efficient)" if me else ""))
-        speed.append(measure_speed(spec, dataset, batch_size, dev, me, repeats))
+    dev = torch.device(device)
+    speed = measure_speed(spec, dataset, batch_size, dev, variants, repeats, on_step)
     paper = PAPER_MODELS.get(spec.name)
     return ProfileResult(
         name=spec.name,
@@ -221,7 +318,7 @@ def profile(
         input_shape=dataset.input_size,
         batch_size=batch_size,
         device=device,
-        device_name=_device_name(dev),
+        device_name=device_name(device),
         params=params,
         params_closed_form=sum(s.params for s in closed),
         flops_fvcore=fv.total,
@@ -248,8 +345,9 @@ def _paper_row(name: str, p: PaperModel) -> dict:
             "ImageNet top-5": round(100 - metrics["acc@5"], 3),
         }
     return {
-        "source": p.source,
-        "params": p.params_exact,
-        "params_rounded": p.params_rounded,
+        "source": p.source,  # where the errors and the printed parameter count come from
+        "params_printed": p.params_rounded,  # as the source prints it ("" if it prints none)
+        "params_exact": p.params_exact,
+        "params_exact_source": p.params_exact_source if p.params_exact else None,
         "errors": errors,
     }

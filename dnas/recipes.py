@@ -5,14 +5,20 @@ A ``Recipe`` is fully resolved data (no ``None``); ``lr_at`` is a pure function 
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 from typing import Literal
 
 from dnas.errors import DnasError
 
-RecipeName = Literal["paper", "fast"]
-RECIPES = ("paper", "fast")
+
+class RecipeName(str, enum.Enum):
+    paper = "paper"  # the paper's full schedule
+    fast = "fast"  # warm-up + cosine, for short trials
+
+
+RECIPES = tuple(r.value for r in RecipeName)
 
 
 @dataclass(frozen=True)

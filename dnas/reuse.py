@@ -22,13 +22,11 @@ with F the residual branch, h the shortcut (the identity, or the 1x1 projection 
 changes) and the norms over all channels and pixels of one image. A ratio near 0 means the block
 adds little to what passes through it.
 
-Each result is plain data first (``DenseNetReuse``, ``WRNReuse``), then Plotly figures.
+Each result is plain data (``DenseNetReuse``, ``WRNReuse``); ``dnas.report.reuse`` draws it.
 """
 
 from __future__ import annotations
 
-import html
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -137,7 +135,7 @@ def densenet_reuse(model) -> DenseNetReuse:  # noqa: ANN001 - a dnas DenseNet
     return DenseNetReuse(spec.name, blocks)
 
 
-def wrn_reuse(model, images, dataset: str = "") -> WRNReuse:  # noqa: ANN001 - a WideResNet, a float batch
+def wrn_reuse(model, images, dataset: str = "") -> WRNReuse:  # noqa: ANN001 - WRN, float batch
     """Residual-branch / shortcut norm ratios of every block on ``images`` (normalised,
     N×C×H×W)."""
     import torch
@@ -159,19 +157,12 @@ def wrn_reuse(model, images, dataset: str = "") -> WRNReuse:  # noqa: ANN001 - a
     return WRNReuse(model.spec.name, ratios, len(images), dataset)
 
 
-def reuse_of(model, images=None, dataset: str = "") -> DenseNetReuse | WRNReuse:  # noqa: ANN001
-    """Feature reuse of either family; a WRN needs ``images``."""
-    if model.spec.family == "densenet":
-        return densenet_reuse(model)
-    if images is None:
-        raise DnasError("WRN feature reuse is measured on validation images: give a dataset")
-    return wrn_reuse(model, images, dataset)
-
-
 # ---- from a run directory or checkpoint -----------------------------------------------------
 
 
-def validation_batch(ckpt: dict, dataset: str | None, data_dir: str | None, n: int):  # noqa: ANN201
+def validation_batch(  # noqa: ANN201 - a normalised image batch and the dataset's name
+    ckpt: dict, dataset: str | None, data_dir: str | None, n: int
+):
     """``n`` validation images of the run's dataset (or ``dataset``), normalised with the run's
     training statistics; the split is the run's (its seed and validation size)."""
     from dnas.data import load_data, normalize
@@ -195,7 +186,7 @@ def reuse_from_checkpoint(
     path: str | Path, dataset: str | None = None, data_dir: str | None = None, images: int = 256
 ) -> DenseNetReuse | WRNReuse:
     """Feature reuse of the network in a run directory or checkpoint file."""
-    from dnas.train import CHECKPOINT, load_checkpoint, load_model
+    from dnas.checkpoint import CHECKPOINT, load_checkpoint, load_model
 
     file = Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path)
     if not file.is_file():
@@ -208,133 +199,3 @@ def reuse_from_checkpoint(
         return densenet_reuse(model)
     x, name = validation_batch(load_checkpoint(file), dataset, data_dir, images)
     return wrn_reuse(model, x, name)
-
-
-# ---- plain data -> Plotly figures -> HTML ----------------------------------------------------
-
-
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def densenet_figure(block: BlockReuse):  # noqa: ANN201 - a go.Figure
-    import plotly.graph_objects as go
-
-    n = block.layers
-    z = block.matrix
-    x = [str(layer) for layer in range(1, n + 1)] + [block.extra]
-    y = ["input"] + [str(s) for s in range(1, n + 1)]
-    hover = [
-        [
-            None
-            if v is None
-            else f"source {_esc(y[s])} → {x[j] if j == n else 'layer ' + x[j]}"
-            f"<br>mean |w| = {v:.4g}"
-            for j, v in enumerate(row)
-        ]
-        for s, row in enumerate(z)
-    ]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=x,
-            y=y,
-            text=hover,
-            hoverinfo="text",
-            colorscale="Viridis",
-            colorbar=dict(title="mean |w|"),
-            hoverongaps=False,
-        )
-    )
-    fig.update_layout(
-        title=dict(text=f"dense block {block.block}", font=dict(size=14)),
-        xaxis=dict(title="target layer (ℓ)", type="category"),
-        yaxis=dict(title="source layer (s)", type="category", autorange="reversed"),
-        width=460,
-        height=420,
-        margin=dict(l=60, r=20, t=50, b=50),
-    )
-    return fig
-
-
-def wrn_figure(result: WRNReuse):  # noqa: ANN201 - a go.Figure
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for g, row in enumerate(result.ratios, start=1):
-        fig.add_trace(
-            go.Scatter(
-                x=list(range(1, len(row) + 1)),
-                y=row,
-                mode="lines+markers",
-                name=f"group {g}",
-                hovertemplate=f"group {g}, block %{{x}}<br>‖F(x)‖/‖h(x)‖ = %{{y:.4g}}"
-                "<extra></extra>",
-            )
-        )
-    fig.update_layout(
-        title=f"{_esc(result.name)}: residual branch / shortcut,"
-        f" {result.images} {_esc(result.dataset)} validation images",
-        xaxis=dict(title="block in group", dtick=1),
-        yaxis=dict(title="mean ‖F(x)‖₂ / ‖h(x)‖₂", rangemode="tozero"),
-        height=420,
-        margin=dict(l=60, r=20, t=50, b=50),
-    )
-    return fig
-
-
-def reuse_figures(result: DenseNetReuse | WRNReuse) -> list:
-    if isinstance(result, DenseNetReuse):
-        return [densenet_figure(b) for b in result.blocks]
-    return [wrn_figure(result)]
-
-
-def safe_json(data: object) -> str:
-    """JSON that can sit inside a <script> element: no '</', '<!--' or ']]>' can close it."""
-    text = data if isinstance(data, str) else json.dumps(data, allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def figure_json(fig) -> str:  # noqa: ANN001
-    """A figure's data/layout as script-safe JSON (NaN becomes null)."""
-    import plotly.io as pio
-
-    return safe_json(pio.to_json(fig, validate=False, remove_uids=True))
-
-
-def write_plotlyjs(out_dir: Path) -> str:
-    """Write plotly.js beside a page (once) and return the relative script path."""
-    from plotly.offline import get_plotlyjs
-
-    path = out_dir / "plotly.min.js"
-    path.write_text(get_plotlyjs(), encoding="utf-8")
-    return path.name
-
-
-PLOT_JS = "function plot(id, f) { Plotly.newPlot(id, f.data, f.layout, {responsive: true}); }"
-
-
-def write_reuse_html(result: DenseNetReuse | WRNReuse, path: str | Path) -> Path:
-    """A page that opens offline (plotly.js written beside it): the figures and their
-    definition."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    script = write_plotlyjs(path.parent)
-    figs = reuse_figures(result)
-    divs = "\n".join(f'<div class="fig" id="reuse{i}"></div>' for i in range(len(figs)))
-    calls = "\n".join(f'plot("reuse{i}", {figure_json(fig)});' for i, fig in enumerate(figs))
-    title = f"Feature reuse: {_esc(result.name)}"
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<script src="{script}"></script>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}}
-.fig{{display:inline-block;vertical-align:top}} .def{{max-width:60em;color:#333}}</style></head>
-<body><h1>{title}</h1>
-<p class="def">{_esc(result.definition)}</p>
-{divs}
-<script>{PLOT_JS}
-{calls}</script>
-</body></html>
-"""
-    path.write_text(page, encoding="utf-8")
-    return path

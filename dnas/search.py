@@ -1,177 +1,107 @@
-"""Architecture search on Optuna: every trial really trains its candidate.
+"""Architecture search on Optuna: workers run trials (``dnas.trial``) on one study until it has
+its trained trials; then the study is summarised, pruned of off-front checkpoints and reported.
 
-Data flows name -> spec -> cost -> trial -> study. The budget is a hard constraint known before
-training: each proposal's cost is computed in closed form first, an over-budget proposal is never
-built, and it is told to the sampler as an infeasible trial (``constraints_func``) so the sampler
-learns where the infeasible region is at no training cost. Optuna's storage is the distributed
-engine: any number of ``dnas search`` processes, on any machines, can share one study.
+Optuna's storage is the distributed engine: any number of ``dnas search`` processes, on any
+machines, can share one study. Every failure ends in one line: a bad input before any trial, a
+run of trials failing the same way (the search stops), a search with no trained trial, Ctrl-C.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
+import os
 import random
+import re
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import msgspec
 import optuna
 
-from dnas.budget import Budget, parse_budgets
-from dnas.cost import Cost, count
-from dnas.datasets import DatasetInfo
+from dnas import pareto
+from dnas import study as records
+from dnas.budget import parse_budgets
+from dnas.config import Objective, Sampler, SearchConfig
+from dnas.device import Device
 from dnas.errors import DnasError
-from dnas.space import ALL, SPACES
-from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, WRNSpec
+from dnas.study import TrialRecord
+from dnas.trial import EpochCallback, TrialRunner
 
-# Optuna marks heartbeats, grouped TPE and metric names experimental; dnas pins their use here.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-OBJECTIVES = ("pareto", "accuracy")
-SAMPLERS = ("auto", "tpe", "nsga2", "random")
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """One search. A study's name and storage identify it; rerunning the same config resumes it."""
-
-    budgets: tuple[str, ...] = ("1M-params",)
-    space: str = "all"  # densenet | wrn | all
-    dataset: str = "cifar10"
-    trials: int | None = (
-        20  # trained trials the study should reach (over-budget proposals not counted)
-    )
-    timeout_s: float | None = None  # this command's wall-time limit
-    epochs: int = 3  # per trial (the fidelity)
-    train_subset: int | None = None  # training images per trial (class-stratified)
-    val_size: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    objective: str = (
-        "pareto"  # pareto: (val acc max, cost min); accuracy: val acc under the budget
-    )
-    cost: str = "params"  # params | flops: the second objective
-    sampler: str = "auto"
-    study: str | None = None  # default: derived from space, dataset and budgets
-    storage: str | None = None  # default: sqlite:///studies/STUDY.db
-    workers: int = 1
-    device: str = "cpu"
-    seed: int = 0
-    data_dir: str | None = None
-    studies_dir: str = "studies"
-    reports_dir: str = "reports"  # the HTML report goes to REPORTS_DIR/STUDY/index.html
-    retrain_top: int = 0
-    final_epochs: int = 30
-
-    def __post_init__(self) -> None:
-        if self.space != "all" and self.space not in SPACES:
-            raise DnasError(f"unknown space {self.space!r}; choose all, {', '.join(SPACES)}")
-        if self.objective not in OBJECTIVES:
-            raise DnasError(
-                f"unknown objective {self.objective!r}; choose {' or '.join(OBJECTIVES)}"
-            )
-        if self.cost not in ("params", "flops"):
-            raise DnasError(f"unknown cost {self.cost!r}; choose params or flops")
-        if self.sampler not in SAMPLERS:
-            raise DnasError(
-                f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}"
-            )
-        if self.trials is None and self.timeout_s is None:
-            raise DnasError("give --trials N or --timeout (e.g. 2h), or both")
-        if self.trials is not None and self.trials < 1:
-            raise DnasError(f"--trials must be >= 1, got {self.trials}")
-        if self.epochs < 1 or self.workers < 1:
-            raise DnasError("--epochs and --workers must be >= 1")
-        parse_budgets(self.budgets)  # raises a one-line BudgetError for a malformed one
-
-    @property
-    def study_name(self) -> str:
-        return self.study or "-".join([self.space, self.dataset, *self.budgets])
-
-    @property
-    def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{Path(self.studies_dir) / self.study_name}.db"
-
-    @property
-    def trial_dir(self) -> Path:
-        return Path(self.studies_dir) / self.study_name
+MAX_SAME_FAILURES = 3  # consecutive failed trials with one reason stop the search
+MAX_FAILURES = 10  # consecutive failed trials, whatever their reasons, stop it too
+MAX_REJECTED = 10_000  # over-budget proposals one worker may draw before it gives up
+# The validation split and the training subset are drawn with this seed, whatever --seed says:
+# every trial of a study, from any worker or machine, is compared on the same images.
+DATA_SEED = 0
+_SCHEMA_RACE = ("duplicate key", "already exists", "unique constraint", "duplicate entry")
 
 
-# ---- the search space as Optuna parameters -------------------------------------------------
+class SearchFailed(DnasError):
+    """The search ran but trained nothing usable: the first failure's reason."""
+
+    exit_code = 1
 
 
-def suggest_spec(trial: optuna.Trial, space: str, info: DatasetInfo) -> Spec:
-    """Draw an architecture from the default spaces (``dnas.space``) with Optuna's suggest API."""
-    family = trial.suggest_categorical("family", list(ALL)) if space == "all" else space
-    head = dict(num_classes=info.num_classes, in_channels=info.channels)
-    if family.startswith("densenet"):
-        s = SPACES[family]
-        n = trial.suggest_int(
-            "densenet_layers_per_block", min(s.layers_per_block), max(s.layers_per_block)
-        )
-        k = trial.suggest_categorical("densenet_growth_rate", list(s.growth_rates))
-        b = _choose(trial, "densenet_bottleneck", s.bottleneck)
-        theta = _choose(trial, "densenet_compression", s.compression)
-        return DenseNetSpec((6 if b else 3) * n + 4, k, b, theta, **head)
-    s = SPACES["wrn"]
-    n = trial.suggest_int("wrn_blocks_per_group", min(s.blocks_per_group), max(s.blocks_per_group))
-    k = trial.suggest_int("wrn_widen", min(s.widen), max(s.widen))
-    block = trial.suggest_categorical("wrn_block", list(WRN_BLOCK_TYPES))
-    return WRNSpec(6 * n + 4, k, WRN_BLOCK_TYPES[block], **head)
+class SearchInterrupted(DnasError):
+    """Ctrl-C: what finished, and how to resume."""
+
+    exit_code = 130
 
 
-def _choose(trial: optuna.Trial, name: str, choices: tuple):  # noqa: ANN202
-    """A categorical parameter, fixed (not suggested) when the space allows one value."""
-    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))
+@dataclass
+class TrialEvent:
+    """What a progress display needs after each finished trial."""
+
+    record: TrialRecord
+    trained: int  # trials trained (or training) in the study
+    target: int | None
+    best_acc: float | None
 
 
-def violation(budgets: tuple[Budget, ...], cost: Cost) -> float:
-    """Largest relative excess over a budget: <= 0 feasible (Optuna's constraint convention)."""
-    return max(getattr(cost, b.metric) / b.limit - 1.0 for b in budgets)
+TrialCallback = Callable[[TrialEvent], None]
+
+
+@contextlib.contextmanager
+def _experimental() -> Iterator[None]:
+    """Silence Optuna's "experimental" warnings where dnas uses such a feature on purpose
+    (multivariate and grouped TPE, metric names)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
     seed = config.seed
-    if config.sampler == "random":
+    if config.sampler is Sampler.random:
         return optuna.samplers.RandomSampler(seed=seed)
-    if config.sampler == "nsga2":
+    if config.sampler is Sampler.nsga2:
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
     # Constraints come from each trial's ``set_constraint`` (Optuna 5).
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
-
-
-def _storage(config: SearchConfig) -> optuna.storages.BaseStorage:
-    url = config.storage_url
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict = {}
-    if url.startswith("sqlite"):
-        # Several local workers share one file: wait for the lock instead of failing.
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
-    return optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=10,
-        grace_period=30,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=2
-        ),
-        **kwargs,
-    )
+    with _experimental():
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=5
+        )
 
 
 def open_study(config: SearchConfig) -> optuna.Study:
-    directions = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
+    """Create or load the study (safe when several workers start at once)."""
+    pareto_study = config.objective is Objective.pareto
+    directions = ["maximize", "minimize"] if pareto_study else ["maximize"]
     pruner = (
-        optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs)
-        if config.objective == "accuracy"
-        else optuna.pruners.NopPruner()
+        optuna.pruners.NopPruner()
+        if pareto_study
+        else optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs)
     )
+    path = records.sqlite_path(config.storage_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(6):
         try:
             study = optuna.create_study(
-                storage=_storage(config),
+                storage=records.open_storage(config.storage_url),
                 study_name=config.study_name,
                 directions=directions,
                 sampler=make_sampler(config),
@@ -182,189 +112,156 @@ def open_study(config: SearchConfig) -> optuna.Study:
         except Exception as e:  # a bad URL, an unreachable server, a missing driver
             # Workers started together race to create the schema on an empty database: the
             # losers see a duplicate-key error and simply try again once the winner is done.
-            if "duplicate key" in str(e).lower() or "already exists" in str(e).lower():
+            if any(text in str(e).lower() for text in _SCHEMA_RACE):
                 time.sleep(0.5 + random.random() * attempt)
                 continue
-            raise DnasError(
-                f"cannot open storage {config.storage_url!r}: {e}".splitlines()[0]
-            ) from None
+            raise DnasError(f"cannot open storage {config.storage_url!r}: {e}".splitlines()[0])
     else:
-        raise DnasError(
-            f"cannot open storage {config.storage_url!r}: schema creation kept colliding"
-        )
+        raise DnasError(f"cannot open storage {config.storage_url!r}: schema creation collided")
     if [d.name.lower() for d in study.directions] != directions:
+        was = "pareto" if len(study.directions) == 2 else "accuracy"
         raise DnasError(
-            f"study {config.study_name!r} was created with --objective "
-            f"{'pareto' if len(study.directions) == 2 else 'accuracy'}; use that, or another --study"
+            f"study {config.study_name!r} was created with --objective {was}; use that,"
+            " or another --study"
         )
-    study.set_metric_names(
-        ["val_acc", config.cost] if config.objective == "pareto" else ["val_acc"]
-    )
+    with _experimental():
+        study.set_metric_names(["val_acc", config.cost.value] if pareto_study else ["val_acc"])
     if "budgets" not in study.user_attrs:  # what the report needs to draw the study
-        for key, value in (
-            ("budgets", list(config.budgets)),
-            ("dataset", config.dataset),
-            ("space", config.space),
-            ("objective", config.objective),
-            ("cost", config.cost),
-        ):
+        for key, value in (("budgets", list(config.budgets)), ("dataset", config.dataset),
+                           ("space", config.space.value), ("objective", config.objective.value),
+                           ("cost", config.cost.value)):  # fmt: skip
             study.set_user_attr(key, value)
     return study
-
-
-# ---- trials --------------------------------------------------------------------------------
-
-TRAINED = "trained"  # user attr set when a trial starts training
 
 
 def trained_count(study: optuna.Study, exclude: int | None = None) -> int:
     """Trials that trained or are training (a heartbeat-failed one is retried, so not counted),
     other than trial number ``exclude`` (a retried trial inherits its original's attributes)."""
-    states = (
-        optuna.trial.TrialState.COMPLETE,
-        optuna.trial.TrialState.PRUNED,
-        optuna.trial.TrialState.RUNNING,
-    )
+    S = optuna.trial.TrialState
     n = 0
     for t in study.get_trials(deepcopy=False):
-        if t.number == exclude:
+        if t.number == exclude or not records.started(t):
             continue
-        if t.user_attrs.get(TRAINED) and (t.state in states or "failure" in t.user_attrs):
+        if t.state in (S.COMPLETE, S.PRUNED, S.RUNNING) or "failure" in t.user_attrs:
             n += 1
     return n
 
 
-@dataclass
-class Objective:
-    config: SearchConfig
-    info: DatasetInfo
-    data: object  # dnas.data.DataSplits, loaded once per worker
-    budgets: tuple[Budget, ...]
-    on_epoch: Callable[[optuna.Trial, int, dict], None] = lambda *a: None
-    rejected: int = 0
-
-    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        from dnas.train import TrainConfig, train
-
-        spec = suggest_spec(trial, self.config.space, self.info)
-        cost = count(spec, (self.info.height, self.info.width))
-        v = violation(self.budgets, cost)
-        for key, value in (
-            ("name", spec.name),
-            ("family", spec.family),
-            ("params", cost.params),
-            ("flops", cost.flops),
-            ("violation", v),
-        ):
-            trial.set_user_attr(key, value)
-        trial.set_constraint("budget", v)
-        objective_cost = float(getattr(cost, self.config.cost))
-        if v > 0:
-            # Never built: the sampler sees an infeasible trial and learns from it for free.
-            self.rejected += 1
-            trial.set_user_attr("rejected", "over budget")
-            return (0.0, objective_cost) if self.config.objective == "pareto" else 0.0
-        if (
-            self.config.trials is not None
-            and trained_count(trial.study, exclude=trial.number) >= self.config.trials
-        ):
-            trial.study.stop()
-            # Another worker took the last slot between this one's check and its proposal.
-            trial.set_user_attr("skipped", "the study already has its trials")
-            raise optuna.TrialPruned("the study already has its trials")
-        trial.set_user_attr(TRAINED, True)
-        import torch
-
-        device = self.config.device
-        trial.set_user_attr("device", torch.cuda.get_device_name() if device == "cuda" else "cpu")
-        tcfg = TrainConfig(
-            recipe="fast",
-            epochs=self.config.epochs,
-            batch_size=self.config.batch_size,
-            lr=self.config.lr,
-            seed=self.config.seed + trial.number,
-            device=device,
-            train_subset=self.config.train_subset,
-            val_size=self.config.val_size,
-        )
-
-        def on_epoch(epoch: int, metrics: dict) -> None:
-            self.on_epoch(trial, epoch, metrics)
-            if self.config.objective == "accuracy":  # Optuna prunes single-objective studies only
-                trial.report(metrics["val_acc"], epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-
-        run_dir = (self.config.trial_dir / f"trial-{trial.number:05d}").resolve()
-        try:
-            result = train(spec, self.data, tcfg, run_dir=run_dir, on_epoch=on_epoch)
-        except optuna.TrialPruned:
-            raise
-        except Exception as e:  # an OOM or a bug in one trial must not end the study
-            trial.set_user_attr("failure", f"{type(e).__name__}: {e}".splitlines()[0][:500])
-            raise
-        trial.set_user_attr("metrics", result.metrics)
-        trial.set_user_attr("epochs", len(result.metrics))
-        trial.set_user_attr("wall_time_s", result.wall_time_s)
-        trial.set_user_attr("images_per_s", result.images_per_s)
-        trial.set_user_attr("run_dir", str(run_dir))
-        if result.diverged or result.final_val_acc is None or math.isnan(result.final_val_acc):
-            trial.set_user_attr("failure", result.reason or "diverged")
-            raise RuntimeError(result.reason or "diverged")
-        acc = float(result.final_val_acc)
-        return (acc, objective_cost) if self.config.objective == "pareto" else acc
+def _failure_kind(reason: str) -> str:
+    """A failure reason with its numbers blanked: 'loss nan at step 5' ~ 'loss inf at step 9'."""
+    return re.sub(r"\b(nan|inf|[-+]?\d[\d.e+-]*)\b", "#", reason.lower())
 
 
-# ---- one worker, and many --------------------------------------------------------------------
-
-
-def check_feasible(config: SearchConfig, info: DatasetInfo) -> int:
-    """Error before any trial if no candidate of the space meets the budgets; else how many do."""
-    from dnas.space import search_space
-
-    return len(search_space(config.space, info.name, config.budgets).rows)
+def _same_failures(study: optuna.Study) -> str | None:
+    """Why the search should stop: the study's last MAX_SAME_FAILURES finished trials failed the
+    same way, or its last MAX_FAILURES failed whatever the reasons (over-budget and skipped
+    proposals count neither way). None while trials still train."""
+    reasons: list[str] = []
+    for t in reversed(study.get_trials(deepcopy=False)):
+        rec = records.read(t)
+        if rec.state in (records.TRAINED, records.PRUNED):
+            break
+        if rec.state == records.FAILED:
+            reasons.append(rec.note)
+            if len(reasons) == MAX_FAILURES:
+                return f"the last {MAX_FAILURES} trials failed; the latest: {reasons[0]}"
+            kinds = {_failure_kind(r) for r in reasons}
+            if len(reasons) == MAX_SAME_FAILURES and len(kinds) == 1:
+                return f"the last {MAX_SAME_FAILURES} trials failed with {reasons[0]}"
+    return None
 
 
 def run_worker(
     config: SearchConfig,
-    on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] = lambda s, t: None,
-    on_epoch: Callable[[optuna.Trial, int, dict], None] = lambda *a: None,
-) -> int:
-    """Run trials in this process until the study has ``config.trials`` trained ones or the
-    timeout passes. Returns the number of over-budget proposals this worker rejected."""
+    data: object | None = None,
+    study: optuna.Study | None = None,
+    on_trial: TrialCallback = lambda e: None,
+    on_epoch: EpochCallback = lambda *a: None,
+) -> str | None:
+    """Run trials in this process until the study has ``config.trials`` trained ones, the timeout
+    passes, or trials keep failing the same way (returned as the reason to stop)."""
     from dnas.data import load_data
+    from dnas.device import device_name
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(config)
-    data = load_data(
-        config.dataset,
-        config.data_dir,
-        config.device,
-        config.val_size,
-        config.train_subset,
-        config.seed,
-    )
-    objective = Objective(config, data.info, data, parse_budgets(config.budgets), on_epoch)
+    if data is None:
+        data = load_data(config.dataset, config.data_dir, config.device.value, config.val_size,
+                         config.train_subset, DATA_SEED)  # fmt: skip
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by dnas
+    study = study or open_study(config)
+    runner = TrialRunner(config, data, parse_budgets(config.budgets),
+                         device_name(config.device.value), trained_count, on_epoch)  # fmt: skip
+    stop: list[str] = []
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        on_trial(study, trial)
-        if config.trials is not None and trained_count(study) >= config.trials:
-            study.stop()
-        if objective.rejected > 10_000:
+        trained = trained_count(study)
+        accs = [r.val_acc for r in records.read_all(study) if r.state == records.TRAINED]
+        on_trial(TrialEvent(records.read(trial), trained, config.trials, max(accs, default=None)))
+        if (reason := _same_failures(study)) is not None:
+            stop.append(reason)
+        if runner.rejected > MAX_REJECTED:
+            stop.append(f"{runner.rejected} proposals in a row were over budget")
+        if stop or (config.trials is not None and trained >= config.trials):
             study.stop()
 
     # A worker killed earlier left its trial RUNNING: let the heartbeat mark it failed (and queue
     # it again) before counting, or the dead trial would count as one still training.
-    optuna.storages.fail_stale_trials(study)
+    with _experimental():
+        optuna.storages.fail_stale_trials(study)
     if config.trials is None or trained_count(study) < config.trials:
-        study.optimize(
-            objective,
-            timeout=config.timeout_s,
-            callbacks=[callback],
-            catch=(Exception,),
-            gc_after_trial=True,
-        )
-    return objective.rejected
+        study.optimize(runner, timeout=config.timeout_s, callbacks=[callback],
+                       catch=(Exception,), gc_after_trial=True)  # fmt: skip
+    return stop[0] if stop else None
+
+
+# ---- many workers on this machine -----------------------------------------------------------
+
+
+def worker_capacity(device: str) -> int:
+    """How many workers this machine can run: one per visible GPU, or per CPU core."""
+    if device == "cuda":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def _worker_entry(config: SearchConfig, index: int, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    reason = run_worker(
+        msgspec.structs.replace(config, workers=1, seed=config.seed + 1000 * index)
+    )
+    os._exit(3 if reason else 0)
+
+
+def _run_processes(config: SearchConfig) -> None:
+    """N local workers: one per GPU when several are visible, CPU threads split otherwise."""
+    import multiprocessing as mp
+
+    import torch
+
+    ctx = mp.get_context("spawn")
+    ngpu = torch.cuda.device_count() if config.device is Device.cuda else 0
+    threads = max(1, worker_capacity("cpu") // config.workers)
+    procs = []
+    try:
+        for i in range(config.workers):
+            if ngpu > 1:
+                os.environ["CUDA_VISIBLE_DEVICES"] = str(i % ngpu)
+            p = ctx.Process(target=_worker_entry, args=(config, i, threads))
+            p.start()
+            procs.append(p)
+        for p in procs:
+            p.join()
+    finally:  # Ctrl-C reaches the workers too; wait for them, never leave one behind
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+
+
+# ---- summary, checkpoints, retraining ---------------------------------------------------------
 
 
 @dataclass
@@ -385,6 +282,8 @@ class SearchSummary:
     storage: str
     dataset: str
     budgets: list[str]
+    cost: str  # the metric the front trades accuracy against
+    device: str
     trained: int
     complete: int
     failed: int
@@ -393,6 +292,7 @@ class SearchSummary:
     front: list[FrontMember]
     best: FrontMember | None
     wall_time_s: float
+    first_failure: str | None = None
     final: list[dict] = field(default_factory=list)
     report: str | None = None  # path of the HTML report
 
@@ -400,118 +300,57 @@ class SearchSummary:
         return asdict(self)
 
 
+def _member(r: TrialRecord) -> FrontMember:
+    return FrontMember(r.number, r.name or "?", r.params or 0, r.flops or 0, r.val_acc or 0.0,
+                       r.epochs or 0, r.wall_time_s or 0.0, r.run_dir or "")  # fmt: skip
+
+
 def summarize(study: optuna.Study, config: SearchConfig, wall_time_s: float) -> SearchSummary:
-    trials = study.get_trials(deepcopy=False)
-    S = optuna.trial.TrialState
-    done = [t for t in trials if t.state == S.COMPLETE and t.user_attrs.get(TRAINED)]
-    front = pareto_front(done, cost=lambda t: t.user_attrs["params"], acc=lambda t: t.values[0])
-    members = [
-        FrontMember(
-            t.number,
-            t.user_attrs["name"],
-            t.user_attrs["params"],
-            t.user_attrs["flops"],
-            t.values[0],
-            t.user_attrs.get("epochs", 0),
-            t.user_attrs.get("wall_time_s", 0.0),
-            t.user_attrs.get("run_dir", ""),
-        )
-        for t in front
-    ]
-    best = max(members, key=lambda m: (m.val_acc, -m.params), default=None)
+    recs = records.read_all(study)
+    metric = config.cost.value
+    done = [r for r in recs if r.state == records.TRAINED and getattr(r, metric) is not None]
+    members = [_member(r) for r in pareto.front(done, lambda r: getattr(r, metric),
+                                                lambda r: r.val_acc)]  # fmt: skip
+    failures = [r.note for r in recs if r.state == records.FAILED]
+    final = study.user_attrs.get("final")
     return SearchSummary(
         study=config.study_name,
         storage=config.storage_url,
         dataset=config.dataset,
         budgets=list(config.budgets),
-        trained=sum(1 for t in trials if t.user_attrs.get(TRAINED)),
+        cost=metric,
+        device=config.device.value,
+        trained=sum(r.started for r in recs),
         complete=len(done),
-        failed=sum(1 for t in trials if t.state == S.FAIL),
-        pruned=sum(1 for t in trials if t.state == S.PRUNED),
-        rejected_over_budget=sum(1 for t in trials if t.user_attrs.get("rejected")),
+        failed=len(failures),
+        pruned=sum(r.state == records.PRUNED for r in recs),
+        rejected_over_budget=sum(r.state == records.OVER_BUDGET for r in recs),
         front=members,
-        best=best,
+        best=max(members, key=lambda m: (m.val_acc, -m.params), default=None),
         wall_time_s=wall_time_s,
-        final=study.user_attrs.get("final", []),
+        first_failure=failures[0] if failures else None,
+        final=final if isinstance(final, list) else [],
     )
 
 
-def pareto_front(items: list, cost: Callable, acc: Callable) -> list:
-    """The items not dominated in (``acc`` up, ``cost`` down), cheapest first. Shared by the
-    search summary (Optuna trials) and the report (its trial rows)."""
-    front: list = []
-    for item in sorted(items, key=lambda it: (cost(it), -acc(it))):
-        if not front or acc(item) > acc(front[-1]):
-            front.append(item)
-    return front
+def prune_checkpoints(root: Path, keep: set[int]) -> int:
+    """Delete the checkpoints in this study's own trial folders, except those of trials in
+    ``keep``; paths recorded in the database are never followed. Returns how many went."""
+    from dnas.checkpoint import CHECKPOINT
 
-
-def prune_checkpoints(study: optuna.Study, keep: set[int]) -> None:
-    """Delete the checkpoints of trials off the front (their metrics stay in the study)."""
-    for t in study.get_trials(deepcopy=False):
-        run_dir = t.user_attrs.get("run_dir")
-        if run_dir and t.number not in keep:
-            ckpt = Path(run_dir) / "checkpoint.pt"
-            if ckpt.exists():
-                ckpt.unlink()
-
-
-def search(
-    config: SearchConfig,
-    on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] = lambda s, t: None,
-    on_epoch: Callable[[optuna.Trial, int, dict], None] = lambda *a: None,
-) -> SearchSummary:
-    """Run (or resume) a search with ``config.workers`` worker processes and summarize it."""
-    from dnas.datasets import dataset_info
-
-    info = dataset_info(config.dataset) if not config.dataset.startswith("imagefolder:") else None
-    if info is not None:
-        check_feasible(config, info)
-    t0 = time.perf_counter()
-    if config.workers == 1:
-        run_worker(config, on_trial, on_epoch)
-    else:
-        _run_processes(config)
-    study = open_study(config)
-    summary = summarize(study, config, time.perf_counter() - t0)
-    prune_checkpoints(study, {m.number for m in summary.front})
-    if config.retrain_top:
-        summary.final = retrain(study, config, summary.front)
-    from dnas.report import write_report
-
-    summary.report = str(write_report(study, Path(config.reports_dir) / config.study_name))
-    return summary
-
-
-def _worker_entry(config: SearchConfig, index: int, threads: int) -> None:
-    import os
-
-    import torch
-
-    torch.set_num_threads(threads)
-    run_worker(replace(config, workers=1, seed=config.seed + 1000 * index))
-    os._exit(0)
-
-
-def _run_processes(config: SearchConfig) -> None:
-    """N local workers: one per GPU when several are visible, CPU threads split otherwise."""
-    import multiprocessing as mp
-    import os
-
-    import torch
-
-    ctx = mp.get_context("spawn")
-    ngpu = torch.cuda.device_count() if config.device == "cuda" else 0
-    threads = max(1, (os.cpu_count() or 1) // config.workers)
-    procs = []
-    for i in range(config.workers):
-        if ngpu > 1:
-            os.environ["CUDA_VISIBLE_DEVICES"] = str(i % ngpu)
-        p = ctx.Process(target=_worker_entry, args=(config, i, threads))
-        p.start()
-        procs.append(p)
-    for p in procs:
-        p.join()
+    removed = 0
+    if not root.is_dir():
+        return 0
+    for folder in root.glob("trial-*"):
+        number = folder.name.removeprefix("trial-")
+        if not number.isdigit() or int(number) in keep or folder.is_symlink():
+            continue
+        for name in (CHECKPOINT, CHECKPOINT + ".tmp"):
+            f = folder / name
+            if f.is_file() and not f.is_symlink():
+                f.unlink()
+                removed += 1
+    return removed
 
 
 def retrain(study: optuna.Study, config: SearchConfig, front: list[FrontMember]) -> list[dict]:
@@ -521,48 +360,106 @@ def retrain(study: optuna.Study, config: SearchConfig, front: list[FrontMember])
     from dnas.names import parse_name
     from dnas.train import TrainConfig, train
 
-    data = load_data(
-        config.dataset, config.data_dir, config.device, config.val_size, None, config.seed
-    )
+    data = load_data(config.dataset, config.data_dir, config.device.value, config.val_size,
+                     None, DATA_SEED)  # fmt: skip
     results = []
     for m in sorted(front, key=lambda m: -m.val_acc)[: config.retrain_top]:
         spec = parse_name(m.name, data.info.num_classes, data.info.channels)
-        tcfg = TrainConfig(
-            recipe="fast",
-            epochs=config.final_epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            seed=config.seed,
-            device=config.device,
-            eval_test=True,
-        )
-        run_dir = config.trial_dir / "final" / m.name
+        tcfg = TrainConfig(recipe="fast", epochs=config.final_epochs, batch_size=config.batch_size,
+                           lr=config.lr, seed=config.seed, device=config.device.value,
+                           eval_test=True)  # fmt: skip
+        run_dir = config.trial_root / "final" / m.name
         r = train(spec, data, tcfg, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").exists())
-        results.append(
-            {
-                "name": m.name,
-                "trial": m.number,
-                "epochs": config.final_epochs,
-                "params": m.params,
-                "search_val_acc": m.val_acc,
-                "final_val_acc": r.final_val_acc,
-                "test_acc": r.test_acc,
-                "run_dir": str(run_dir),
-            }
-        )
+        results.append({"name": m.name, "trial": m.number, "epochs": config.final_epochs,
+                        "params": m.params, "search_val_acc": m.val_acc,
+                        "final_val_acc": r.final_val_acc, "test_acc": r.test_acc,
+                        "run_dir": str(run_dir)})  # fmt: skip
     study.set_user_attr("final", results)
     return results
 
 
-def hypervolume(points: list[tuple[float, float]], ref_cost: float) -> float:
-    """Area dominated by (cost, accuracy) points, cost minimised and accuracy maximised, from the
-    reference point (ref_cost, 0), divided by ref_cost: 1.0 would be 100% accuracy at no cost.
+# ---- the search -------------------------------------------------------------------------------
 
-    It is the mean, over costs c in [0, ref_cost], of the best accuracy reachable at cost <= c.
+
+def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -> SearchConfig:
+    """Check everything that can be checked before any trial, and settle the device and the
+    number of workers. Writes nothing."""
+    from dnas.datasets import dataset_info
+    from dnas.device import resolve_device
+    from dnas.space import search_space
+
+    if not config.dataset.startswith("imagefolder:"):
+        info = dataset_info(config.dataset)
+        search_space(config.space.value, info.name, config.budgets)  # raises if none fits
+    device = Device(resolve_device(config.device.value))
+    workers = config.workers
+    capacity = worker_capacity(device.value)
+    if workers > capacity:
+        where = "visible GPUs" if device is Device.cuda else "CPU cores"
+        log(f"--workers {workers}: this machine has {capacity} {where}; using {capacity} workers")
+        workers = capacity
+    return msgspec.structs.replace(config, device=device, workers=workers)
+
+
+def search(
+    config: SearchConfig,
+    log: Callable[[str], None] = lambda s: None,
+    on_trial: TrialCallback = lambda e: None,
+    on_epoch: EpochCallback = lambda *a: None,
+) -> SearchSummary:
+    """Run (or resume) a search with ``config.workers`` worker processes, then summarise it,
+    keep only the front's checkpoints and write the report.
+
+    Raises:
+        DnasError: bad input, found before any trial (nothing is written then).
+        SearchFailed: the search stopped on repeated failures, or trained nothing.
+        SearchInterrupted: Ctrl-C; what finished is kept and a rerun resumes.
     """
-    area, best = 0.0, 0.0
-    pts = sorted((c, a) for c, a in points if c <= ref_cost)
-    for (c, a), nxt in zip(pts, [p[0] for p in pts[1:]] + [ref_cost]):
-        best = max(best, a)
-        area += (nxt - c) * best
-    return area / ref_cost
+    from dnas.data import load_data
+
+    config = prepare(config, log)
+    # Loading the data checks the sizes (--val-size, --train-subset) before any file is written;
+    # separate workers load their own, so this copy stays on the CPU.
+    where = config.device.value if config.workers == 1 else "cpu"
+    data = load_data(config.dataset, config.data_dir, where, config.val_size,
+                     config.train_subset, DATA_SEED)  # fmt: skip
+    study = open_study(config)  # the storage is reachable; the schema exists before workers start
+    log(f"study {config.study_name} in {config.storage_url}: {config.workers} worker(s) on"
+        f" {config.device.value}")  # fmt: skip
+    t0 = time.perf_counter()
+    stop = None
+    try:
+        if config.workers == 1:
+            stop = run_worker(config, data, study, on_trial, on_epoch)
+        else:
+            _run_processes(config)
+    except KeyboardInterrupt:
+        summary = _finish(study, config, t0)
+        raise SearchInterrupted(
+            f"interrupted: {summary.complete} trained trials are kept in {config.storage_url};"
+            " rerun the same command to resume"
+        ) from None
+    summary = _finish(study, config, t0)
+    reached = config.trials is not None and trained_count(study) >= config.trials
+    if stop is None and not reached:  # the workers' processes stopped on failures
+        stop = _same_failures(study)
+    if config.retrain_top and not stop and summary.front:
+        summary.final = retrain(study, config, summary.front)
+    from dnas.report import write_report
+
+    summary.report = str(write_report(study, config.report_dir, warn=log))
+    if stop:
+        raise SearchFailed(f"stopped: {stop} (report: {summary.report})")
+    if summary.complete == 0:
+        why = summary.first_failure or "no trial finished training within the time limit"
+        raise SearchFailed(f"no trained trial in study {config.study_name}: {why}")
+    return summary
+
+
+def _finish(study: optuna.Study, config: SearchConfig, t0: float) -> SearchSummary:
+    """Summarise the study and delete the checkpoints of finished trials off the front (a trial
+    another process is still training keeps its own)."""
+    summary = summarize(study, config, time.perf_counter() - t0)
+    running = {r.number for r in records.read_all(study) if r.state == records.RUNNING}
+    prune_checkpoints(config.trial_root, {m.number for m in summary.front} | running)
+    return summary

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from dnas.budget import Budget, allows_all
 from dnas.cost import Cost, count
 from dnas.datasets import DatasetInfo
+from dnas.errors import DnasError
 from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, WRNSpec
 
 
@@ -36,7 +38,8 @@ class DenseNetSpace:
 
     def describe(self) -> str:
         return (
-            f"DenseNet: n = {_span(self.layers_per_block)} layers per block (L = 3n+4, 6n+4 with B), "
+            f"DenseNet: n = {_span(self.layers_per_block)} layers per block"
+            " (L = 3n+4, 6n+4 with B), "
             f"k in {{{', '.join(map(str, self.growth_rates))}}}, bottleneck on/off, "
             f"θ in {{{', '.join(f'{t:g}' for t in self.compression)}}}, CIFAR stem"
         )
@@ -58,7 +61,10 @@ class WRNSpace:
 
     def describe(self) -> str:
         types = ", ".join(f"B({','.join(map(str, b))})" for b in self.block_types)
-        return f"WRN: N = {_span(self.blocks_per_group)} blocks per group (depth 6N+4), k = {_span(self.widen)}, {types}"
+        return (
+            f"WRN: N = {_span(self.blocks_per_group)} blocks per group (depth 6N+4),"
+            f" k = {_span(self.widen)}, {types}"
+        )
 
 
 def _span(values: tuple[int, ...]) -> str:
@@ -84,8 +90,6 @@ class Candidate:
 def candidates(family: str, dataset: DatasetInfo) -> Iterator[Candidate]:
     """Every spec of the family ('densenet', 'wrn' or 'all') with its exact cost on the dataset."""
     if family != "all" and family not in SPACES:
-        from dnas.errors import DnasError
-
         raise DnasError(f"unknown space {family!r}; choose all, {', '.join(SPACES)}")
     families = ALL if family == "all" else [family]
     size = (dataset.height, dataset.width)
@@ -106,6 +110,18 @@ class SpaceResult:
     total: int
     rows: list[dict]  # the candidates that meet every budget, sorted
     seconds: float  # enumeration + exact counting time
+
+    def write_csv(self, path: str | Path) -> None:
+        """Every matching row, one line each, to ``path`` (a DnasError if it cannot be written)."""
+        import csv
+
+        try:
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+                writer.writeheader()
+                writer.writerows(self.rows)
+        except OSError as e:
+            raise DnasError(f"--csv {path}: cannot write it ({e.strerror or e})") from None
 
     @property
     def budget_text(self) -> str:
@@ -151,7 +167,6 @@ def search_space(
 
     from dnas.budget import human, parse_budgets
     from dnas.datasets import dataset_info
-    from dnas.errors import DnasError
 
     budgets = parse_budgets(budget_texts)
     info = dataset_info(dataset)
@@ -162,7 +177,8 @@ def search_space(
     if not kept:
         smallest = {m: min(getattr(c.cost, m) for c in cands) for m in ("params", "flops")}
         raise DnasError(
-            f"no {family} candidate on {dataset} meets {' and '.join(map(str, budgets))}: the smallest costs"
+            f"no {family} candidate on {dataset} meets {' and '.join(map(str, budgets))}:"
+            " the smallest costs"
             f" {human(smallest['params'])} params ({smallest['params']:,}) and"
             f" {human(smallest['flops'])} flops ({smallest['flops']:,})"
         )

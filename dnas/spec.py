@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Literal, Union
 
@@ -103,7 +103,8 @@ class DenseNetSpec:
             variant = "DenseNet-B/BC" if self.bottleneck else "DenseNet"
             _check(
                 self.depth >= step + 4 and (self.depth - 4) % step == 0,
-                f"{variant} depth must be {step}n+4 with n >= 1 (e.g. {step * 6 + 4}, {step * 16 + 4}),"
+                f"{variant} depth must be {step}n+4 with n >= 1"
+                f" (e.g. {step * 6 + 4}, {step * 16 + 4}),"
                 f" got {self.depth}",
             )
 
@@ -156,8 +157,6 @@ class DenseNetSpec:
 
     @property
     def name(self) -> str:
-        from dnas.names import spec_name
-
         return spec_name(self)
 
 
@@ -232,9 +231,67 @@ class WRNSpec:
 
     @property
     def name(self) -> str:
-        from dnas.names import spec_name
-
         return spec_name(self)
 
 
 Spec = Union[DenseNetSpec, WRNSpec]
+
+
+# DenseNet-264 has 2·130 + 5 = 265 layers by the paper's own count; the name is the paper's.
+IMAGENET_DENSENETS: dict[str, DenseNetSpec] = {
+    "densenet121": DenseNetSpec(
+        121, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 24, 16), num_classes=1000
+    ),
+    "densenet161": DenseNetSpec(
+        161, 48, True, 0.5, stem="imagenet", blocks=(6, 12, 36, 24), num_classes=1000
+    ),
+    "densenet169": DenseNetSpec(
+        169, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 32, 32), num_classes=1000
+    ),
+    "densenet201": DenseNetSpec(
+        201, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 48, 32), num_classes=1000
+    ),
+    "densenet264": DenseNetSpec(
+        265, 32, True, 0.5, stem="imagenet", blocks=(6, 12, 64, 48), num_classes=1000
+    ),
+}
+
+
+def fmt_number(x: float) -> str:
+    return f"{x:g}"
+
+
+def _head_free(spec: Spec) -> Spec:
+    """The spec with the dataset-dependent fields at their defaults (names don't carry them)."""
+    return replace(spec, num_classes=10, in_channels=3)
+
+
+def spec_name(spec: Spec) -> str:
+    """The canonical name of a spec (classes and input channels are not part of a name)."""
+    if isinstance(spec, WRNSpec):
+        parts = ["wrn", str(spec.depth), str(spec.widen)]
+        if spec.block != (3, 3):
+            parts.append("b" + "".join(map(str, spec.block)))
+        if spec.dropout:
+            parts.append(f"drop{fmt_number(spec.dropout)}")
+        return "-".join(parts)
+    if spec.stem == "imagenet":
+        base = replace(_head_free(spec), dropout=0.0)
+        for alias, ref in IMAGENET_DENSENETS.items():
+            if base == _head_free(ref):
+                return alias + (f"-drop{fmt_number(spec.dropout)}" if spec.dropout else "")
+    parts = ["densenet"] + ([spec.variant] if spec.variant else []) + [str(spec.depth)]
+    if spec.growth_rate != 12:
+        parts.append(f"k{spec.growth_rate}")
+    default_theta = 0.5 if spec.compression < 1.0 else 1.0
+    if spec.compression != default_theta:
+        parts.append(f"t{fmt_number(spec.compression)}")
+    if spec.stem_width and spec.stem_width != spec.default_stem_width:
+        parts.append(f"s{spec.stem_width}")
+    if spec.dropout:
+        parts.append(f"drop{fmt_number(spec.dropout)}")
+    if spec.blocks:
+        parts.append("blocks" + "x".join(map(str, spec.blocks)))
+    if spec.stem == "imagenet":
+        parts.append("imagenet")
+    return "-".join(parts)

@@ -4,18 +4,14 @@ validation, atomic checkpoints that resume bit-identically, and divergence detec
 
 ``train`` is what both ``dnas train`` and a search trial call. A trial passes ``on_epoch`` (which
 may raise, e.g. ``optuna.TrialPruned``: the exception propagates after the epoch's checkpoint and
-metrics are written) and ``should_stop``.
+metrics are written) and ``should_stop``. The loop is ``setup``, then per epoch ``train_epoch``
+and ``evaluate``; the run folder and its checkpoint live in ``dnas.checkpoint``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import platform
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -25,14 +21,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnas.checkpoint import (
+    RunDir,
+    checkpoint_state,
+    restore_state,
+    spec_from_dict,
+    spec_to_dict,
+)
 from dnas.data import DataSplits, batches
+from dnas.device import device_name
 from dnas.errors import DnasError
 from dnas.models import build
 from dnas.recipes import Recipe, resolve_recipe
-from dnas.spec import DenseNetSpec, Spec, WRNSpec
+from dnas.spec import Spec
 
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = "dnas-checkpoint-v1"
 EVAL_BATCH = 500
 CHECK_EVERY = 20  # steps between finite-loss checks (each one syncs the device)
 # Fields a resumed run may change without changing what it computes.
@@ -102,122 +104,6 @@ class TrainResult:
         return d
 
 
-def spec_to_dict(spec: Spec) -> dict:
-    return {"family": spec.family, **asdict(spec)}
-
-
-def spec_from_dict(d: dict) -> Spec:
-    d = dict(d)
-    family = d.pop("family", None)
-    if family == "densenet":
-        return DenseNetSpec(**{**d, "blocks": tuple(d.get("blocks", ()))})
-    if family == "wrn":
-        return WRNSpec(**{**d, "block": tuple(d.get("block", (3, 3)))})
-    raise DnasError(f"not a dnas spec: family {family!r} (expected densenet or wrn)")
-
-
-def load_spec(name_or_path: str | Path, num_classes: int = 10, in_channels: int = 3) -> Spec:
-    """A spec from a canonical name or a JSON file (``spec_to_dict``'s form, ``{"name": ...}``, or a
-    run's config.json), with the dataset's classes and input channels."""
-    path = Path(name_or_path)
-    if str(name_or_path).endswith(".json") or path.is_file():
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DnasError(f"cannot read spec file {path}: {e}") from None
-        d = d.get("spec", d) if isinstance(d, dict) else d
-        if not isinstance(d, dict):
-            raise DnasError(f"{path}: expected a JSON object with a spec")
-        if "name" in d and "family" not in d:
-            return load_spec(str(d["name"]), num_classes, in_channels)
-        try:
-            spec = spec_from_dict(d)
-        except TypeError as e:
-            raise DnasError(f"{path}: not a valid spec ({e})") from None
-        return replace(spec, num_classes=num_classes, in_channels=in_channels)
-    from dnas.names import parse_name
-
-    return parse_name(str(name_or_path), num_classes, in_channels)
-
-
-def provenance() -> dict:
-    """Library versions and the git commit of the dnas source (None outside a checkout)."""
-    import torchvision
-
-    from dnas import __version__
-
-    here = Path(__file__).resolve().parent
-    commit = None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        git = ["git", "-C", str(here)]
-        commit = subprocess.run(
-            git + ["rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            git + ["status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout
-        commit += "+dirty" if dirty.strip() else ""
-    return {
-        "dnas": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "git_commit": commit,
-    }
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda p: Path(p).write_text(text))
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """A dnas checkpoint as plain data (``torch.load(weights_only=True)``), or a one-line DnasError."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    if not path.is_file():
-        raise DnasError(
-            f"no checkpoint at {path}: nothing to resume; start the run without --resume"
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated zip, a foreign pickle, random bytes: all user errors here
-        text = str(e).strip()
-        if "Weights only load failed" in text:
-            reason = "it holds Python objects, not only tensors and plain data"
-        else:
-            reason = (
-                f"{type(e).__name__}: {text.splitlines()[0][:100]}" if text else type(e).__name__
-            )
-        raise DnasError(
-            f"{path} is not a readable dnas checkpoint ({reason}); start a new run with another --out"
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise DnasError(
-            f"{path} is not a dnas checkpoint (no {CHECKPOINT_FORMAT!r} marker); start a new run with another --out"
-        )
-    return ckpt
-
-
-def load_model(path: str | Path) -> tuple[Spec, nn.Module]:
-    """The spec and trained network (eval mode, CPU) stored in a checkpoint."""
-    ckpt = load_checkpoint(path)
-    spec = spec_from_dict(ckpt["spec"])
-    model = build(spec)
-    model.load_state_dict(ckpt["model"])
-    return spec, model.eval()
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -243,49 +129,7 @@ def evaluate(
     return loss.item() / len(y), correct.item() / len(y)
 
 
-def _rng_state(gen: torch.Generator) -> dict:
-    return {
-        "torch": torch.get_rng_state(),
-        "generator": gen.get_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _restore(
-    ckpt: dict, model: nn.Module, optimizer: torch.optim.Optimizer, gen: torch.Generator
-) -> None:
-    try:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["rng"]["generator"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if ckpt["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        raise DnasError(
-            f"checkpoint does not fit this model: {str(e).splitlines()[0][:160]}"
-        ) from None
-
-
-def _check_resume(ckpt: dict, spec: Spec, config: TrainConfig, data: DataSplits) -> None:
-    if ckpt.get("spec") != spec_to_dict(spec):
-        theirs = ckpt.get("spec", {})
-        with contextlib.suppress(Exception):
-            theirs = spec_from_dict(theirs).name
-        raise DnasError(
-            f"the checkpoint is for {theirs}, not {spec.name}; resume with the same model and options"
-        )
-    mine, theirs = asdict(config), ckpt.get("config", {})
-    diff = [k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs.get(k)]
-    if diff:
-        what = ", ".join(f"{k}={theirs.get(k)!r} (now {mine[k]!r})" for k in diff)
-        raise DnasError(f"the checkpoint was trained with {what}; resume with the same options")
-    want = {k: ckpt.get("data", {}).get(k) for k in ("name", "train", "val")}
-    have = {k: data.summary()[k] for k in want}
-    if want != have:
-        raise DnasError(
-            f"the checkpoint was trained on {want}, this data is {have}; resume with the same dataset"
-        )
+# ---- the loop ---------------------------------------------------------------------------------
 
 
 def train(
@@ -302,8 +146,8 @@ def train(
 
     Args:
         run_dir: if given, holds config.json, metrics.jsonl (one line per epoch), checkpoint.pt
-            (rewritten atomically after every epoch) and result.json. It must not hold a run
-            already unless ``resume``.
+            (rewritten atomically after every epoch) and result.json (see ``dnas.checkpoint``).
+            It must not hold a run already unless ``resume``.
         resume: continue the run in ``run_dir`` from its last completed epoch; the model, options
             and data must be those of the run. A seeded CPU run resumed this way ends with the same
             weights as one never interrupted.
@@ -318,33 +162,85 @@ def train(
             foreign checkpoint. The run directory is not touched before these checks pass.
     """
     t_call = time.perf_counter()
-    if (spec.num_classes, spec.in_channels) != (data.info.num_classes, data.info.channels):
-        raise DnasError(
-            f"{spec.name} has {spec.num_classes} classes and {spec.in_channels} input channels;"
-            f" {data.info.name} has {data.info.num_classes} and {data.info.channels}"
-        )
-    device = torch.device(config.device)
-    if device.type != data.device.type:
-        raise DnasError(f"the data is on {data.device} but config.device is {config.device}")
-    recipe = config.recipe_for(spec, data)
-    spec = replace(spec, dropout=recipe.dropout)
-    amp = device.type == "cuda" if config.amp is None else config.amp
-    channels_last = config.channels_last
-    run = Path(run_dir) if run_dir is not None else None
-    ckpt = None
-    if resume:
-        if run is None:
-            raise DnasError("resume needs the run directory (--out) of the run to continue")
-        ckpt = load_checkpoint(run / CHECKPOINT)
-        _check_resume(ckpt, spec, config, data)
-    elif run is not None and any((run / f).exists() for f in (CHECKPOINT, "metrics.jsonl")):
-        raise DnasError(
-            f"{run} already holds a run; continue it with --resume or choose another --out"
+    run = setup(spec, data, config, run_dir, resume)
+    reason = None
+    for epoch in range(len(run.metrics), run.recipe.epochs):
+        stats = train_epoch(run, epoch, on_progress)
+        if stats.diverged:
+            reason = stats.diverged
+            break
+        run.metrics.append(row := _epoch_row(run, epoch, stats))
+        if run.folder is not None:
+            run.folder.save(run.checkpoint())
+        if on_epoch is not None:
+            on_epoch(epoch + 1, row)
+        if should_stop is not None and should_stop():
+            reason = f"stopped by should_stop after epoch {epoch + 1}"
+            break
+    return _finish(run, reason, time.perf_counter() - t_call)
+
+
+@dataclass
+class TrainState:
+    """A run in progress: what ``setup`` builds and each ``train_epoch`` advances."""
+
+    spec: Spec  # with the recipe's dropout
+    recipe: Recipe
+    config: TrainConfig
+    data: DataSplits
+    model: nn.Module
+    net: nn.Module  # the model, compiled if config.compile
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator  # shuffling and augmentation; dropout draws from torch's global RNG
+    amp: bool
+    metrics: list[dict]  # one row per completed epoch
+    folder: RunDir | None
+
+    @property
+    def steps(self) -> int:
+        return max(1, len(self.data.train_y) // self.recipe.batch_size)
+
+    def checkpoint(self) -> dict:
+        return checkpoint_state(
+            self.spec,
+            asdict(self.config),
+            asdict(self.recipe),
+            self.data.summary(),
+            self.model,
+            self.optimizer,
+            self.gen,
+            self.metrics,
         )
 
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float  # mean training loss
+    acc: float  # training accuracy
+    images: int
+    started: float  # time.perf_counter() when the epoch began
+    seconds: float  # training time, evaluation excluded
+    diverged: str | None = None  # why the epoch stopped early: a NaN or inf loss
+
+
+def setup(
+    spec: Spec,
+    data: DataSplits,
+    config: TrainConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+) -> TrainState:
+    """Check every input first, then seed and build the model, optimizer and generator, restore
+    them from the checkpoint when resuming, and write the run folder's config and metrics."""
+    _check_data(spec, data, config)
+    recipe = config.recipe_for(spec, data)
+    spec = replace(spec, dropout=recipe.dropout)
+    folder = RunDir(Path(run_dir)) if run_dir is not None else None
+    ckpt = _checkpoint_to_resume(folder, resume, spec, config, data)
+
     torch.manual_seed(config.seed)
-    model = build(spec, config.memory_efficient).to(device)
-    if channels_last:
+    model = build(spec, config.memory_efficient).to(config.device)
+    if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -354,157 +250,95 @@ def train(
         weight_decay=recipe.weight_decay,
     )
     gen = torch.Generator().manual_seed(config.seed)
+    amp = data.device.type == "cuda" if config.amp is None else config.amp
     metrics: list[dict] = []
     if ckpt is not None:
-        _restore(ckpt, model, optimizer, gen)
+        restore_state(ckpt, model, optimizer, gen)
         metrics = list(ckpt["metrics"])
-    if run is not None:
-        run.mkdir(parents=True, exist_ok=True)
-        if ckpt is None:
-            info = {
-                "spec": spec_to_dict(spec),
-                "name": spec.name,
-                "config": asdict(config),
-                "recipe": asdict(recipe),
-                "data": data.summary(),
-                "device": _device_name(device),
-                "amp": amp,
-                "channels_last": channels_last,
-                "versions": provenance(),
-                "argv": sys.argv,
-            }
-            _write_text(run / "config.json", json.dumps(info, indent=2) + "\n")
-        _write_text(run / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
-    net = torch.compile(model) if config.compile else model
-    pad = "reflect" if spec.family == "wrn" else "zeros"  # each paper's padding
-    steps = max(1, len(data.train_y) // recipe.batch_size)
-    reason, train_time = None, sum(m["train_time_s"] for m in metrics)
+    net = torch.compile(model) if config.compile else model  # compiles lazily, at the first step
+    run = TrainState(spec, recipe, config, data, model, net, optimizer, gen, amp, metrics, folder)
+    if folder is not None:
+        folder.start(metrics, info=None if ckpt is not None else _run_info(run))
+    return run
 
-    for epoch in range(len(metrics), recipe.epochs):
-        model.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        feed = batches(data.train_x, data.train_y, recipe.batch_size, data.mean, data.std, gen,
-                       data.augment, pad, channels_last)  # fmt: skip
-        for i, (x, y) in enumerate(feed):
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.lr_at(epoch * steps + i, steps)
-            with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-                out = net(x)
-            loss = F.cross_entropy(out.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (out.argmax(1) == y).sum()
-            seen += len(y)
-            if (i + 1) % CHECK_EVERY == 0 or i + 1 == steps:
-                if not math.isfinite(running := loss_sum.item()):
-                    reason = f"diverged: training loss {running / seen} at epoch {epoch + 1} step {i + 1}"
-                    break
-                if on_progress is not None:
-                    speed = seen / (time.perf_counter() - t0)
-                    running = {
-                        "loss": running / seen,
-                        "acc": correct.item() / seen,
-                        "images_per_s": speed,
-                    }
-                    on_progress(epoch + 1, i + 1, steps, running)
-        if reason:
-            break
-        epoch_train_time = time.perf_counter() - t0
-        train_time += epoch_train_time
-        val_loss, val_acc = evaluate(model, data.val_x, data.val_y, data, amp, channels_last)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / seen,
-            "train_acc": correct.item() / seen,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_time_s": epoch_train_time,
-            "time_s": time.perf_counter() - t0,
-            "images_per_s": seen / epoch_train_time,
-        }
-        metrics.append(row)
-        if run is not None:
-            _save(run, spec, config, recipe, data, model, optimizer, gen, metrics)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, row)
-        if should_stop is not None and should_stop():
-            reason = f"stopped by should_stop after epoch {epoch + 1}"
-            break
 
-    return _finish(
-        spec,
-        recipe,
-        config,
-        data,
-        model,
-        metrics,
-        reason,
-        run,
-        amp,
-        channels_last,
-        time.perf_counter() - t_call,
-        train_time,
+def train_epoch(
+    run: TrainState,
+    epoch: int,
+    on_progress: Callable[[int, int, int, dict], None] | None = None,
+) -> EpochStats:
+    """One pass over the shuffled, augmented training data (``epoch`` counts from 0), with the
+    recipe's learning rate at every step. The loss is checked every ``CHECK_EVERY`` steps (each
+    check syncs the device); a NaN or inf ends the epoch with ``diverged`` set."""
+    data, steps, device = run.data, run.steps, run.data.device
+    pad = "reflect" if run.spec.family == "wrn" else "zeros"  # each paper's padding
+    run.model.train()
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    feed = batches(data.train_x, data.train_y, run.recipe.batch_size, data.mean, data.std,
+                   run.gen, data.augment, pad, run.config.channels_last)  # fmt: skip
+    for i, (x, y) in enumerate(feed):
+        for group in run.optimizer.param_groups:
+            group["lr"] = run.recipe.lr_at(epoch * steps + i, steps)
+        with torch.autocast(device.type, torch.bfloat16, enabled=run.amp):
+            out = run.net(x)
+        loss = F.cross_entropy(out.float(), y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (out.argmax(1) == y).sum()
+        seen += len(y)
+        if (i + 1) % CHECK_EVERY == 0 or i + 1 == steps:
+            mean_loss = loss_sum.item() / seen
+            if not math.isfinite(mean_loss):
+                why = f"diverged: training loss {mean_loss} at epoch {epoch + 1} step {i + 1}"
+                return EpochStats(mean_loss, 0.0, seen, t0, time.perf_counter() - t0, why)
+            if on_progress is not None:
+                speed = seen / (time.perf_counter() - t0)
+                running = {"loss": mean_loss, "acc": correct.item() / seen, "images_per_s": speed}
+                on_progress(epoch + 1, i + 1, steps, running)
+    seconds = time.perf_counter() - t0
+    return EpochStats(loss_sum.item() / seen, correct.item() / seen, seen, t0, seconds)
+
+
+def _epoch_row(run: TrainState, epoch: int, stats: EpochStats) -> dict:
+    """The epoch's metrics.jsonl line, with validation loss and accuracy."""
+    data = run.data
+    val_loss, val_acc = evaluate(
+        run.model, data.val_x, data.val_y, data, run.amp, run.config.channels_last
     )
-
-
-def _save(
-    run: Path,
-    spec: Spec,
-    config: TrainConfig,
-    recipe: Recipe,
-    data: DataSplits,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    gen: torch.Generator,
-    metrics: list[dict],
-) -> None:
-    """Checkpoint first (atomically), then the metrics line: a resume trusts only the checkpoint."""
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "spec": spec_to_dict(spec),
-        "config": asdict(config),
-        "recipe": asdict(recipe),
-        "data": data.summary(),
-        "epoch": len(metrics),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": _rng_state(gen),
-        "metrics": metrics,
+    return {
+        "epoch": epoch + 1,
+        "train_loss": stats.loss,
+        "train_acc": stats.acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "train_time_s": stats.seconds,
+        "time_s": time.perf_counter() - stats.started,
+        "images_per_s": stats.images / stats.seconds,
     }
-    _atomic_write(run / CHECKPOINT, lambda p: torch.save(state, p))
-    with open(run / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(metrics[-1]) + "\n")
 
 
-def _finish(
-    spec: Spec,
-    recipe: Recipe,
-    config: TrainConfig,
-    data: DataSplits,
-    model: nn.Module,
-    metrics: list[dict],
-    reason: str | None,
-    run: Path | None,
-    amp: bool,
-    channels_last: bool,
-    wall: float,
-    train_time: float,
-) -> TrainResult:
+def _finish(run: TrainState, reason: str | None, wall: float) -> TrainResult:
+    """Best and final accuracies, the test set with ``eval_test``; result.json in the folder."""
+    metrics, data = run.metrics, run.data
     vals = [(m["val_acc"], m["epoch"]) for m in metrics if m["val_acc"] is not None]
     best = max(vals, key=lambda v: (v[0], -v[1])) if vals else (None, None)
+    diverged = (reason or "").startswith("diverged")
     test_loss = test_acc = None
-    if config.eval_test and not (reason or "").startswith("diverged"):
-        test_loss, test_acc = evaluate(model, data.test_x, data.test_y, data, amp, channels_last)
+    if run.config.eval_test and not diverged:
+        test_loss, test_acc = evaluate(
+            run.model, data.test_x, data.test_y, data, run.amp, run.config.channels_last
+        )
+    train_time = sum(m["train_time_s"] for m in metrics)
     images = sum(m["images_per_s"] * m["train_time_s"] for m in metrics)
     result = TrainResult(
-        spec=spec,
-        recipe=recipe,
+        spec=run.spec,
+        recipe=run.recipe,
         metrics=metrics,
         best_val_acc=best[0],
         best_epoch=best[1],
@@ -513,16 +347,78 @@ def _finish(
         test_loss=test_loss,
         wall_time_s=wall,
         images_per_s=images / train_time if train_time else 0.0,
-        diverged=(reason or "").startswith("diverged"),
+        diverged=diverged,
         reason=reason,
-        run_dir=str(run) if run else None,
+        run_dir=str(run.folder.path) if run.folder else None,
     )
-    if run is not None:
-        _write_text(run / "result.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    if run.folder is not None:
+        run.folder.write_result(result.to_dict())
     return result
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+# ---- checks before anything is touched --------------------------------------------------------
+
+
+def _check_data(spec: Spec, data: DataSplits, config: TrainConfig) -> None:
+    if (spec.num_classes, spec.in_channels) != (data.info.num_classes, data.info.channels):
+        raise DnasError(
+            f"{spec.name} has {spec.num_classes} classes and {spec.in_channels} input channels;"
+            f" {data.info.name} has {data.info.num_classes} and {data.info.channels}"
+        )
+    if torch.device(config.device).type != data.device.type:
+        raise DnasError(f"the data is on {data.device} but config.device is {config.device}")
+
+
+def _checkpoint_to_resume(
+    folder: RunDir | None, resume: bool, spec: Spec, config: TrainConfig, data: DataSplits
+) -> dict | None:
+    """The checkpoint to continue from (checked against this run), or None for a new run."""
+    if not resume:
+        if folder is not None and folder.holds_run():
+            raise DnasError(
+                f"{folder.path} already holds a run; continue it with --resume or choose another"
+                " --out"
+            )
+        return None
+    if folder is None:
+        raise DnasError("resume needs the run directory (--out) of the run to continue")
+    ckpt = folder.resume()
+    _check_resume(ckpt, spec, config, data)
+    return ckpt
+
+
+def _check_resume(ckpt: dict, spec: Spec, config: TrainConfig, data: DataSplits) -> None:
+    if ckpt.get("spec") != spec_to_dict(spec):
+        theirs = ckpt.get("spec", {})
+        with contextlib.suppress(Exception):
+            theirs = spec_from_dict(theirs).name
+        raise DnasError(
+            f"the checkpoint is for {theirs}, not {spec.name}; resume with the same model and"
+            " options"
+        )
+    mine, theirs = asdict(config), ckpt.get("config", {})
+    diff = [k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs.get(k)]
+    if diff:
+        what = ", ".join(f"{k}={theirs.get(k)!r} (now {mine[k]!r})" for k in diff)
+        raise DnasError(f"the checkpoint was trained with {what}; resume with the same options")
+    want = {k: ckpt.get("data", {}).get(k) for k in ("name", "train", "val")}
+    have = {k: data.summary()[k] for k in want}
+    if want != have:
+        raise DnasError(
+            f"the checkpoint was trained on {want}, this data is {have}; resume with the same"
+            " dataset"
+        )
+
+
+def _run_info(run: TrainState) -> dict:
+    """config.json's account of what this run is (``RunDir.start`` adds versions and argv)."""
+    return {
+        "spec": spec_to_dict(run.spec),
+        "name": run.spec.name,
+        "config": asdict(run.config),
+        "recipe": asdict(run.recipe),
+        "data": run.data.summary(),
+        "device": device_name(run.config.device),
+        "amp": run.amp,
+        "channels_last": run.config.channels_last,
+    }

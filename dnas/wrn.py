@@ -11,7 +11,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from dnas.common import init_weights, make_head
+from dnas.head_and_init import init_weights, make_head
 from dnas.spec import WRNSpec
 
 

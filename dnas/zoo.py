@@ -17,6 +17,13 @@ class PaperModel:
     params_rounded: str  # the table's "Params" column
     errors: dict[str, float] = field(default_factory=dict)  # dataset column -> test error %
 
+    @property
+    def params_exact_source(self) -> str:
+        """Where ``params_exact`` comes from: the papers print rounded counts only."""
+        if self.source.startswith("torchvision"):
+            return "torchvision's weights metadata (num_params)"
+        return "computed: the built model, counted (the paper prints only the rounded figure)"
+
 
 _DN = "Huang et al. 2017, Table 2"
 _WRN = "Zagoruyko & Komodakis 2016"

@@ -90,7 +90,18 @@ def test_profile_paper_model_shows_published_numbers():
         "profile", "densenet-40", "--batch-size", "2", "--repeats", "1", "--no-memory-efficient"
     )
     assert result.exit_code == 0, result.output
-    assert "1,019,722 (ours equal)" in result.output and "C10+ 5.24%" in result.output
+    text = " ".join(result.output.split())
+    assert "published (Huang et al. 2017, Table 2): params 1.0M" in text and "C10+ 5.24%" in text
+    assert "exact 1,019,722 (computed: the built model, counted" in text and "ours equal" in text
+
+
+def test_profile_json_labels_each_reference_figure_with_its_source():
+    result = run("profile", "densenet-bc-100", "--batch-size", "2", "--repeats", "1",
+                 "--no-memory-efficient", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    paper = json.loads(result.stdout)["paper"]
+    assert paper["params_printed"] == "0.8M" and paper["source"] == "Huang et al. 2017, Table 2"
+    assert paper["params_exact"] == 769_162 and paper["params_exact_source"].startswith("computed")
 
 
 BAD_INPUTS = [

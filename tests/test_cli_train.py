@@ -68,7 +68,10 @@ def test_train_runs_for_real(tmp_path: Path, idx: Path) -> None:
 @pytest.mark.skipif(
     not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
 )
-def test_train_on_the_real_debian_fashion_mnist(tmp_path: Path, offline: None) -> None:  # noqa: F811
+def test_train_on_the_real_debian_fashion_mnist(
+    tmp_path: Path,
+    offline: None,  # noqa: F811
+) -> None:
     r = runner.invoke(
         app,
         [
@@ -133,7 +136,7 @@ def test_resume_from_a_corrupt_checkpoint(tmp_path: Path, idx: Path) -> None:
     (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     r = runner.invoke(app, ["train", *TINY, "--data-dir", str(idx), "--out", str(out), "--resume"])
-    assert r.exit_code == 2 and "not a readable dnas checkpoint" in r.output
+    assert r.exit_code == 2 and "is not a dnas checkpoint (not a PyTorch file)" in r.output
     assert len(r.output.strip().splitlines()) == 1
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 

@@ -10,8 +10,8 @@ from dnas.cost import count, stages
 from dnas.datasets import DATASETS
 from dnas.flops import fvcore_count
 from dnas.models import build
-from dnas.names import IMAGENET_DENSENETS, parse_name
-from dnas.spec import SpecError
+from dnas.names import parse_name
+from dnas.spec import IMAGENET_DENSENETS, SpecError
 from dnas.zoo import PAPER_MODELS
 from tests.conftest import random_spec
 

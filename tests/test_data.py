@@ -28,7 +28,10 @@ def _idx_bytes(t: torch.Tensor) -> bytes:
 
 
 def write_idx_dataset(d: Path, n_train: int = 300, n_test: int = 60, size: int = 28) -> Path:
-    """A Fashion-MNIST-shaped IDX dataset whose pixel (0, 0) and (0, 1) encode each image's index."""
+    """A Fashion-MNIST-shaped IDX dataset.
+
+    Pixels (0, 0) and (0, 1) of each image encode its index.
+    """
     d.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
     for (images, labels), n in zip(IDX_FILES.values(), (n_train, n_test)):
@@ -146,7 +149,10 @@ def test_imagefolder(tmp_path: Path) -> None:
 
 
 def _windows(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
-    """Every crop of the padded image, unflipped and flipped (the reference, one image at a time)."""
+    """Every crop of the padded image, unflipped and flipped.
+
+    The reference, one image at a time.
+    """
     p = F.pad(x[None], (4, 4, 4, 4), mode="constant" if mode == "zeros" else "reflect")[0]
     crops = [
         p[:, dy : dy + x.shape[1], dx : dx + x.shape[2]] for dy in range(9) for dx in range(9)

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from dnas.names import NameError_, parse_name
+from dnas.names import ArchitectureNameError, parse_name
 from dnas.spec import DenseNetSpec, WRNSpec
 from dnas.zoo import PAPER_MODELS
 from tests.conftest import random_spec
@@ -64,7 +64,7 @@ def test_paper_variant_defaults():
     ],
 )
 def test_bad_names_suggest_close_valid_ones(bad, suggestion):
-    with pytest.raises(NameError_) as e:
+    with pytest.raises(ArchitectureNameError) as e:
         parse_name(bad)
     message = str(e.value)
     assert "\n" not in message

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from pathlib import Path
 
 import optuna
 import pytest
@@ -10,10 +11,11 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from typer.testing import CliRunner
 
 from benchmarks.bench_report import synthetic_study
-from dnas import report_data as rd
+from dnas.pareto import hypervolume
 from dnas.report import build_report_data, render_html, write_report
-from dnas.search import hypervolume
+from dnas.report import data as rd
 from dnas.spec import DenseNetSpec
+from dnas.study import FAILED, OVER_BUDGET, PRUNED, TRAINED, read_all
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -80,20 +82,20 @@ def small_study(name: str = "small", storage: str | None = None) -> optuna.Study
 
 
 def test_rows_never_show_a_rejected_proposals_placeholder_accuracy():
-    rows = {r.name: r for r in rd.trial_rows(small_study())}
-    assert rows["wrn-94-11-b31"].state == rd.OVER_BUDGET and rows["wrn-94-11-b31"].val_acc is None
-    assert rows["wrn-40-4"].state == rd.FAILED and "OOM" in rows["wrn-40-4"].note
+    rows = {r.name: r for r in read_all(small_study())}
+    assert rows["wrn-94-11-b31"].state == OVER_BUDGET and rows["wrn-94-11-b31"].val_acc is None
+    assert rows["wrn-40-4"].state == FAILED and "OOM" in rows["wrn-40-4"].note
     assert rows["densenet-bc-100"].curve == [(1, 0.35), (2, 0.70)]
     assert rows["densenet-bc-100"].epochs == 2 and rows["densenet-bc-100"].wall_time_s == 12.5
 
 
 def test_pareto_data():
-    rows = rd.trial_rows(small_study())
+    rows = read_all(small_study())
     info = rd.study_info(small_study(), rows)
     data = rd.pareto_data(rows, info, "params", rd.references("cifar10"))
     assert [r.name for r in data.front] == ["densenet-bc-52", "densenet-40", "densenet-bc-100"]
     assert [r.name for r in data.trained] == ["densenet-bc-64"]
-    assert [r.state for r in data.untrained] == [rd.OVER_BUDGET, rd.FAILED]
+    assert [r.state for r in data.untrained] == [OVER_BUDGET, FAILED]
     assert data.budgets == [1_000_000]
     bc100 = next(r for r in data.references if r.name == "densenet-bc-100")
     # Huang et al. 2017, Table 2: DenseNet-BC (L=100, k=12), 0.8M parameters, 4.51% on C10+.
@@ -105,9 +107,9 @@ def test_pareto_data():
 
 
 def test_front_is_exactly_the_non_dominated_set():
-    rows = rd.trial_rows(synthetic_study(120, seed=3))
+    rows = read_all(synthetic_study(120, seed=3))
     front = {r.number for r in rd.pareto_front(rows, "flops")}
-    trained = [r for r in rows if r.state == rd.TRAINED]
+    trained = [r for r in rows if r.state == TRAINED]
     for r in trained:
         dominated = any(
             o.val_acc >= r.val_acc
@@ -128,7 +130,7 @@ def test_hypervolume_and_history():
     assert hypervolume([(2.0, 0.5), (6.0, 0.8)], 10) == pytest.approx(0.52)
     assert hypervolume([(20.0, 0.9)], 10) == 0.0
     study = small_study()
-    rows = rd.trial_rows(study)
+    rows = read_all(study)
     h = rd.history(rows, rd.study_info(study, rows))
     assert h.numbers == [0, 1, 2, 3] and h.best_acc == [0.60, 0.70, 0.70, 0.70]
     assert h.hv_reference == 1_000_000
@@ -139,10 +141,10 @@ def test_hypervolume_and_history():
 
 def test_importances_need_enough_trials():
     small = small_study()
-    imp = rd.importances(small, rd.trial_rows(small))
+    imp = rd.importances(small, read_all(small))
     assert imp.groups == {} and "at least 10" in imp.reason
     big = synthetic_study(80, seed=1)
-    imp = rd.importances(big, rd.trial_rows(big))
+    imp = rd.importances(big, read_all(big))
     assert "densenet" in imp.groups and "densenet_growth_rate" in imp.groups["densenet"]
     assert "family" not in imp.groups["densenet"]
 
@@ -188,9 +190,10 @@ def test_report_shows_reuse_of_the_front_densenet(tmp_path):
     study = small_study()
     study.add_trial(trial("densenet-10-k2", 20_000, 0.65, run_dir=str(run)))
     data = build_report_data(study)
-    assert [row.name for row, _ in data.reuse] == ["densenet-10-k2"]
-    assert len(data.reuse[0][1].blocks) == 3
-    assert any("densenet-bc-100" in n and "no checkpoint" in n for n in data.reuse_notes)
+    assert [row.name for row, _ in data.reuse.results] == ["densenet-10-k2"]
+    assert len(data.reuse.results[0][1].blocks) == 3
+    assert any("densenet-bc-100" in n and "no checkpoint" in n for n in data.reuse.notes)
+    assert data.warnings == []  # a missing checkpoint is a note on the page, not a warning
     html = render_html(data)
     assert 'id="reuse0_2"' in html and "average absolute weight" in html
 
@@ -215,7 +218,7 @@ def test_cli(tmp_path, monkeypatch):
 
 
 def test_storage_base(tmp_path):
-    from dnas.report import storage_base
+    from dnas.study import storage_base
 
     assert storage_base(f"sqlite:///{tmp_path}/studies/x.db") == tmp_path
     assert storage_base("postgresql://u@h/db") is None
@@ -233,10 +236,155 @@ def test_single_objective_study_with_pruned_trials(tmp_path):
             user_attrs={**attrs, "name": "wrn-22-2", "trained": True},
         )
     )
-    rows = rd.trial_rows(study)
-    assert rows[1].state == rd.PRUNED and rows[1].val_acc == 0.4 and rows[1].epochs == 2
+    rows = read_all(study)
+    assert rows[1].state == PRUNED and rows[1].val_acc == 0.4 and rows[1].epochs == 2
     info = rd.study_info(study, rows)
     assert info.objective == "accuracy" and rd.history(rows, info).hypervolume is None
     data = rd.pareto_data(rows, info, "flops", [])
     assert data.budgets == [300_000_000] and [r.name for r in data.pruned] == ["wrn-22-2"]
     assert write_report(study, tmp_path).exists()
+
+
+# ---- damaged and foreign studies ---------------------------------------------------------------
+
+
+def altered(t: optuna.trial.FrozenTrial, **attrs: object) -> optuna.trial.FrozenTrial:
+    """The trial again with some user attributes replaced (as a damaged database holds them)."""
+    return optuna.trial.create_trial(
+        state=t.state,
+        values=t.values,
+        params=t.params,
+        distributions=t.distributions,
+        user_attrs={**t.user_attrs, **attrs},
+    )
+
+
+def damaged_study(name: str = "damaged", storage: str | None = None) -> optuna.Study:
+    """The small study (trials 0-5), three trials with malformed attributes (6-8), and study
+    attributes of the wrong shape."""
+    study = small_study(name, storage)
+    study.set_user_attr("budgets", "1M-params")  # a string, not a list of budgets
+    study.set_user_attr("final", {"name": "densenet-40"})  # a record, not a list of them
+    study.add_trials(
+        [
+            altered(trial("densenet-bc-40", 500_000, 0.62), metrics="x"),
+            altered(trial("densenet-bc-28", 250_000, 0.50), params="12"),
+            altered(trial("densenet-22", 100_000, 0.40), flops=-5, epochs=[1]),
+        ]
+    )
+    return study
+
+
+def test_a_damaged_study_is_reported_without_what_cannot_be_read(tmp_path):
+    lines: list[str] = []
+    page = write_report(damaged_study(), tmp_path, warn=lines.append)
+    assert lines[:3] == [
+        "study: budgets='1M-params' is not a list of budgets; left out",
+        "study: final={'name': 'densenet-40'} is not a list of retrained front members; left out",
+        "trial 6: metrics='x' is not a list of per-epoch records; left out",
+    ]
+    assert lines[3].startswith("trial 7: params='12' ") and lines[3].endswith("; left out")
+    assert lines[4].startswith("trial 8: ") and "flops=-5" in lines[4] and "epochs=[1]" in lines[4]
+    assert len(lines) == 5
+    text = page.read_text()
+    assert "Left out" in text and "trial 6: metrics=&#x27;x&#x27;" in text
+
+    data = build_report_data(damaged_study(), reuse_top=0)
+    records = {r.number: r for r in data.records}
+    assert records[6].state == TRAINED and records[6].metrics == [] and records[6].curve == []
+    assert records[7].params is None and records[7].flops == 25_000_000
+    assert data.info.budgets == [] and data.info.final == []
+    assert data.pareto["params"].budgets == []
+    # Trial 7 has no parameter count: on the FLOPs front, not drawn against parameters.
+    assert 7 in data.pareto["flops"].on_front
+    params = data.pareto["params"]
+    assert 7 not in {r.number for r in params.trained + params.front}
+    assert data.warnings == lines
+
+
+def test_a_study_of_wrongly_typed_attributes_still_gets_its_page(tmp_path):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for key, value in (("dataset", 10), ("space", ["all"]), ("objective", 2), ("cost", "x")):
+        study.set_user_attr(key, value)
+    study.set_user_attr("budgets", [3, "nonsense", "1M-params"])
+    study.set_user_attr("final", [{"name": "a", "test_acc": 0.9}, "b"])
+    study.add_trial(
+        altered(trial("densenet-40", 400_000, 0.6), name=7, family=None, wall_time_s="x")
+    )
+    data = build_report_data(study)
+    info = data.info
+    assert info.dataset is None and info.space is None
+    assert info.objective == "pareto" and info.cost == "params"  # the defaults
+    assert [str(b) for b in info.budgets] == ["1M-params"]
+    assert info.bad_budgets == ["3", "nonsense"]
+    assert info.final == [{"name": "a", "test_acc": 0.9}]
+    assert [w.split("=")[0] for w in data.warnings] == [
+        "study: dataset",
+        "study: space",
+        "study: objective",
+        "study: cost",
+        "study: final: 1 of 2 entries are not records; left out",
+        "trial 0: name",
+    ]
+    assert write_report(study, tmp_path).exists()
+
+
+def checkpoint_of(name: str, folder: Path) -> Path:
+    """A run folder holding a genuine dnas checkpoint of the untrained network ``name``."""
+    import torch
+
+    from dnas.checkpoint import RunDir, checkpoint_state
+    from dnas.models import build
+    from dnas.names import parse_name
+
+    spec = parse_name(name)
+    model = build(spec)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = RunDir(folder)
+    run.start([])
+    run.save(checkpoint_state(spec, {}, {}, {}, model, optimizer, torch.Generator(), [{"e": 1}]))
+    return folder
+
+
+def test_front_members_with_foreign_or_damaged_checkpoints_are_notes(tmp_path):
+    other = checkpoint_of("densenet-bc-10-k4", tmp_path / "other")  # another DenseNet
+    wrn = checkpoint_of("wrn-10-1", tmp_path / "wrn")  # another family
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
+    fine = checkpoint_of("densenet-10-k2", tmp_path / "fine")  # the trial's own network
+    study = small_study()
+    study.add_trials(  # trials 6-10: the front's five most accurate DenseNets
+        [
+            trial("densenet-10-k3", 20_000, 0.74, run_dir=str(other)),
+            trial("densenet-10-k4", 30_000, 0.75, run_dir=str(wrn)),
+            trial("densenet-10-k5", 40_000, 0.76, run_dir=str(corrupt)),
+            trial("densenet-10-k2", 50_000, 0.77, run_dir=str(fine)),
+            trial("densenet-10-k6", 60_000, 0.78, run_dir="x" * 5000),  # a name too long
+        ]
+    )
+    lines: list[str] = []
+    page = write_report(study, tmp_path / "report", reuse_top=5, warn=lines.append)
+    assert [line.split(":")[0] for line in lines] == ["trial 6", "trial 7", "trial 8"]
+    assert "holds densenet-bc-10-k4, not the trial's densenet-10-k3" in lines[0]
+    assert "holds wrn-10-1, not the trial's densenet-10-k4" in lines[1]
+    assert "damaged" in lines[2] and "not a dnas checkpoint" in lines[2]
+    assert all(line.count("\n") == 0 and "Traceback" not in line for line in lines)
+    data = build_report_data(study, reuse_top=5)
+    assert [r.name for r, _ in data.reuse.results] == ["densenet-10-k2"]
+    assert sorted(data.reuse.failures) == [6, 7, 8]
+    text = page.read_text()
+    assert len(data.reuse.notes) == 4 and "trial 10 (densenet-10-k6): no checkpoint" in text
+    assert 'id="reuse0_2"' in text and "holds wrn-10-1" in text
+
+
+def test_cli_prints_one_warning_line_per_trial(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    damaged_study("demo", "sqlite:///demo.db")
+    result = CliRunner().invoke(app, ["report", "demo", "--storage", "sqlite:///demo.db"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(lines) == 5 and "warning:" not in result.stdout
+    metrics = "warning: trial 6: metrics='x' is not a list of per-epoch records; left out"
+    assert metrics in lines
+    assert (tmp_path / "reports" / "demo" / "index.html").exists()

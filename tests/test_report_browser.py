@@ -8,9 +8,10 @@ import subprocess
 import pytest
 
 from benchmarks.bench_report import synthetic_study
-from dnas import report_data as rd
+from dnas.report import data as rd
 from dnas.report import write_report
 from dnas.spec import DenseNetSpec
+from dnas.study import TRAINED, read_all
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -79,11 +80,9 @@ def test_report_renders_offline(tmp_path):
     dom, console = render(page.as_uri(), tmp_path / "profile")
     assert console == []
     pareto = dom[dom.index('id="pareto_params"') : dom.index('id="pareto_flops"')]
-    rows = rd.trial_rows(study)
+    rows = read_all(study)
     shown = sum(
-        1
-        for r in rows
-        if r.params is not None and (r.val_acc is not None or r.state != rd.TRAINED)
+        1 for r in rows if r.params is not None and (r.val_acc is not None or r.state != TRAINED)
     )
     references = len(rd.references("cifar10"))
     assert pareto.count('class="point"') >= shown + references

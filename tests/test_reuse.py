@@ -12,13 +12,8 @@ from dnas.data import DataSplits
 from dnas.datasets import dataset_info
 from dnas.errors import DnasError
 from dnas.models import build
-from dnas.reuse import (
-    densenet_reuse,
-    reuse_from_checkpoint,
-    source_slices,
-    write_reuse_html,
-    wrn_reuse,
-)
+from dnas.report import write_reuse_page
+from dnas.reuse import densenet_reuse, reuse_from_checkpoint, source_slices, wrn_reuse
 from dnas.spec import DenseNetSpec, WRNSpec
 
 
@@ -121,7 +116,7 @@ def test_reuse_from_run_dir_and_cli(tmp_path):
     run = train_tiny(DenseNetSpec(10, growth_rate=2), tmp_path / "run")
     result = reuse_from_checkpoint(run)
     assert [b.layers for b in result.blocks] == [2, 2, 2]
-    page = write_reuse_html(result, tmp_path / "r.html")
+    page = write_reuse_page(result, tmp_path / "r.html")
     text = page.read_text()
     assert "average absolute weight" in text and (tmp_path / "plotly.min.js").exists()
     assert "cdn." not in text

@@ -15,7 +15,12 @@ import pytest
 from dnas_cli.main import app
 from typer.testing import CliRunner
 
-from dnas.search import SearchConfig, open_study, search, suggest_spec, trained_count, violation
+from dnas import study as records
+from dnas.config import SearchConfig, make_config
+from dnas.device import device_name
+from dnas.errors import DnasError
+from dnas.search import SearchFailed, make_sampler, open_study, search, trained_count
+from dnas.trial import suggest_spec, violation
 
 TINY = dict(
     budgets=("20k-params", "3M-flops"),
@@ -30,8 +35,8 @@ TINY = dict(
 def tiny(tmp_path: Path, **kw) -> SearchConfig:
     if kw.get("space") == "wrn":  # the smallest WRN has 29k parameters
         kw.setdefault("budgets", ("60k-params", "10M-flops"))
-    return SearchConfig(
-        **{
+    return make_config(
+        {
             **TINY,
             "studies_dir": str(tmp_path / "studies"),
             "reports_dir": str(tmp_path / "reports"),
@@ -71,20 +76,17 @@ def cli_args(tmp_path: Path, study: str, trials: int) -> list[str]:
 def test_budget_is_never_exceeded_by_a_trained_trial(tmp_path):
     summary = search(tiny(tmp_path, trials=3, space="all"))
     study = open_study(tiny(tmp_path, trials=3, space="all"))
-    trained = [t for t in study.trials if t.user_attrs.get("trained")]
+    trained = [t for t in study.trials if records.started(t)]
     assert summary.complete == 3 == len(trained)
     for t in study.trials:
         over = t.user_attrs["params"] > 20_000 or t.user_attrs["flops"] > 3_000_000
         assert over == bool(t.user_attrs.get("rejected"))
-        assert not (over and t.user_attrs.get("trained"))
+        assert not (over and records.started(t))
         assert t.system_attrs.get("constraints:budget") == pytest.approx(t.user_attrs["violation"])
     for t in trained:
-        assert t.user_attrs["metrics"][0]["val_acc"] == pytest.approx(t.values[0])
-        assert (
-            t.user_attrs["name"]
-            and t.user_attrs["device"] == "cpu"
-            and t.user_attrs["wall_time_s"] > 0
-        )
+        rec = records.read(t)
+        assert rec.metrics[0]["val_acc"] == pytest.approx(t.values[0]) == rec.val_acc
+        assert rec.name and rec.device == device_name("cpu") and rec.wall_time_s > 0
     assert summary.rejected_over_budget == sum(
         1 for t in study.trials if t.user_attrs.get("rejected")
     )
@@ -112,11 +114,11 @@ def test_impossible_budget_fails_before_any_trial(tmp_path):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--objective", "best"], "unknown objective"),
-        (["--sampler", "grid"], "unknown sampler"),
-        (["--cost", "latency"], "unknown cost"),
+        (["--objective", "best"], "'best' is not one of"),
+        (["--sampler", "grid"], "'grid' is not one of"),
+        (["--cost", "latency"], "'latency' is not one of"),
         (["--timeout", "soon"], "bad duration"),
-        (["--trials", "0"], "--trials must be"),
+        (["--trials", "0"], "--trials 0: expected int >= 1"),
         (["--config", "nope.toml"], "no such file"),
         (["-b", "1M"], "e.g. 1M-params"),
         (["--storage", "nosuchdb://x"], "cannot open storage"),
@@ -144,10 +146,7 @@ def test_bad_search_input(args, fragment, tmp_path):
 
 def test_sampler_learns_from_rejections_without_training():
     study = optuna.create_study(
-        directions=["maximize", "minimize"],
-        sampler=optuna.samplers.TPESampler(
-            seed=0, multivariate=True, group=True, n_startup_trials=5
-        ),
+        directions=["maximize", "minimize"], sampler=make_sampler(SearchConfig())
     )
     from dnas.budget import parse_budgets
     from dnas.cost import count
@@ -169,11 +168,12 @@ def test_sampler_learns_from_rejections_without_training():
 def test_cli_search_json_and_config_file(tmp_path):
     cfg = tmp_path / "s.toml"
     cfg.write_text(
-        'budget = ["20k-params", "3M-flops"]\ndataset = "fashion-mnist"\nepochs = 1\ntrain_subset = 300\n'
-        f'val_size = 200\nspace = "densenet"\ntrials = 2\nstudies_dir = "{tmp_path}/studies"\n'
-        f'reports_dir = "{tmp_path}/reports"\n'
+        'budget = ["20k-params", "3M-flops"]\ndataset = "fashion-mnist"\nepochs = 1\n'
+        "train_subset = 300\n"
+        'val_size = 200\nspace = "densenet"\ntrials = 2\n'
     )
-    result = CliRunner().invoke(app, ["search", "--config", str(cfg), "--json"])
+    dirs = ["--studies-dir", f"{tmp_path}/studies", "--reports-dir", f"{tmp_path}/reports"]
+    result = CliRunner().invoke(app, ["search", "--config", str(cfg), "--json", *dirs])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout[result.stdout.index("{") :])
     assert data["complete"] == 2 and data["best"]["params"] <= 20_000
@@ -184,7 +184,7 @@ def test_cli_search_json_and_config_file(tmp_path):
 def test_two_local_workers_share_sqlite(tmp_path):
     summary = search(tiny(tmp_path, trials=4, workers=2, space="wrn"))
     study = open_study(tiny(tmp_path, trials=4, workers=2, space="wrn"))
-    states = [t.state for t in study.trials if t.user_attrs.get("trained")]
+    states = [t.state for t in study.trials if records.started(t)]
     assert summary.failed == 0 and all(s == optuna.trial.TrialState.COMPLETE for s in states)
     assert 4 <= len(states) <= 5  # each worker stops once 4 are trained; a race can add one
 
@@ -217,16 +217,15 @@ def test_killed_worker_loses_no_completed_trial(tmp_path):
         time.sleep(1)
         if not db.exists():
             continue
-        trials = optuna.load_study(study_name=study_name, storage=storage).trials
+        try:  # the database file exists a moment before its schema and the study's row do
+            trials = records.load_study(study_name, storage).trials
+        except DnasError:
+            continue
         done = [
-            t
-            for t in trials
-            if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("trained")
+            t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and records.started(t)
         ]
         running = [
-            t
-            for t in trials
-            if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("trained")
+            t for t in trials if t.state == optuna.trial.TrialState.RUNNING and records.started(t)
         ]
         if done and running:
             break
@@ -235,7 +234,7 @@ def test_killed_worker_loses_no_completed_trial(tmp_path):
     before = {
         t.number
         for t in optuna.load_study(study_name=study_name, storage=storage).trials
-        if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("trained")
+        if t.state == optuna.trial.TrialState.COMPLETE and records.started(t)
     }
     assert before
     time.sleep(35)  # past the heartbeat's grace period: the killed trial is stale
@@ -247,7 +246,7 @@ def test_killed_worker_loses_no_completed_trial(tmp_path):
     after = {
         t.number
         for t in study.trials
-        if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("trained")
+        if t.state == optuna.trial.TrialState.COMPLETE and records.started(t)
     }
     assert before <= after and len(after) >= 2
     assert trained_count(study) >= 2
@@ -255,14 +254,6 @@ def test_killed_worker_loses_no_completed_trial(tmp_path):
     assert any(
         t.state == optuna.trial.TrialState.FAIL for t in study.trials
     )  # the killed one, marked by the heartbeat
-
-
-def test_hypervolume_is_the_mean_best_accuracy_over_costs():
-    from dnas.search import hypervolume
-
-    # best 0 on [0, 20), 0.5 on [20, 60), 0.8 on [60, 100]: (0.5*40 + 0.8*40) / 100
-    assert hypervolume([(20, 0.5), (60, 0.8), (70, 0.6), (150, 0.99)], 100) == pytest.approx(0.52)
-    assert hypervolume([], 100) == 0.0
 
 
 def test_accuracy_objective_reports_epochs_and_retrains_on_test(tmp_path):
@@ -278,7 +269,7 @@ def test_accuracy_objective_reports_epochs_and_retrains_on_test(tmp_path):
     summary = search(cfg)
     study = open_study(cfg)
     assert len(study.directions) == 1
-    trained = [t for t in study.trials if t.user_attrs.get("trained")]
+    trained = [t for t in study.trials if records.started(t)]
     assert all(
         sorted(t.intermediate_values) == [1, 2] for t in trained if t.state.name == "COMPLETE"
     )
@@ -288,11 +279,33 @@ def test_accuracy_objective_reports_epochs_and_retrains_on_test(tmp_path):
     assert final["search_val_acc"] == max(t.values[0] for t in trained if t.values)
 
 
-def test_diverging_trials_fail_with_a_reason_and_the_study_goes_on(tmp_path):
+def test_diverging_trials_fail_with_a_reason_and_the_search_says_so(tmp_path):
     cfg = tiny(tmp_path, trials=2, space="densenet", lr=1e30)  # float32 overflows: NaN
-    summary = search(cfg)
+    with pytest.raises(SearchFailed, match="no trained trial in study .*: RuntimeError: diverged"):
+        search(cfg)
     study = open_study(cfg)
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
-    assert summary.failed == len(failed) == 2
-    assert all("diverged" in t.user_attrs["failure"] for t in failed)
-    assert Path(summary.report).is_file()
+    assert len(failed) == 2  # failed trials count towards --trials: the search ends
+    assert all("diverged" in records.read(t).note for t in failed)
+    assert (tmp_path / "reports" / cfg.study_name / "index.html").is_file()
+
+
+def test_summary_front_honours_the_cost_metric(tmp_path):
+    """A --cost flops study's front is accuracy against FLOPs: a trial that is cheap in FLOPs
+    but not in parameters is on it (and off the parameters front)."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    trials = [  # name, params, flops, accuracy
+        ("a", 1_000, 9_000_000, 0.60),
+        ("b", 5_000, 1_000_000, 0.70),
+        ("c", 2_000, 5_000_000, 0.80),
+    ]
+    for name, params, flops, acc in trials:
+        attrs = {"name": name, "family": "densenet", "params": params, "flops": flops,
+                 "started_training": True, "metrics": [{"epoch": 1, "val_acc": acc}]}  # fmt: skip
+        study.add_trial(optuna.trial.create_trial(values=[acc, float(flops)], user_attrs=attrs))
+    from dnas.search import summarize
+
+    by_flops = summarize(study, tiny(tmp_path, cost="flops"), 1.0)
+    by_params = summarize(study, tiny(tmp_path, cost="params"), 1.0)
+    assert by_flops.cost == "flops" and [m.name for m in by_flops.front] == ["b", "c"]
+    assert [m.name for m in by_params.front] == ["a", "c"]

@@ -14,6 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from dnas import study as records
+
 PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
 
 
@@ -27,7 +29,8 @@ def _free_port() -> int:
 def postgres():
     if not PG_BIN:
         pytest.skip(
-            "PostgreSQL is not installed (Debian package postgresql; scripts/setup.sh --test installs it)"
+            "PostgreSQL is not installed"
+            " (Debian package postgresql; scripts/setup.sh --test installs it)"
         )
     pytest.importorskip("psycopg2")
     # Outside pytest's tmp_path: the postgres user must be able to reach the data directory.
@@ -110,13 +113,13 @@ def test_three_workers_one_study(postgres, tmp_path):
     for p, (_out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-2000:]
     study = optuna.load_study(study_name="pg", storage=postgres)
-    trained = [t for t in study.trials if t.user_attrs.get("trained")]
+    trained = [t for t in study.trials if records.started(t)]
     S = optuna.trial.TrialState
     # Nothing lost, failed or left running. A worker that finds the study full after drawing a
     # proposal leaves it pruned and untrained ("skipped").
     for t in study.trials:
         assert t.state == S.COMPLETE or (t.state == S.PRUNED and t.user_attrs.get("skipped")), t
-        assert not (t.user_attrs.get("skipped") and t.user_attrs.get("trained"))
+        assert not (t.user_attrs.get("skipped") and records.started(t))
     # Each worker stops once the study has `trials` trained; racing workers may add up to two more.
     assert trials <= len(trained) <= trials + 2
     numbers = [t.number for t in study.trials]

@@ -8,21 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from dnas.checkpoint import load_checkpoint, load_model, spec_from_dict
 from dnas.data import DataSplits
 from dnas.datasets import DatasetInfo
 from dnas.errors import DnasError
 from dnas.models import build
 from dnas.names import parse_name
 from dnas.recipes import paper_recipe, resolve_recipe
-from dnas.train import (
-    TrainConfig,
-    load_checkpoint,
-    load_model,
-    load_spec,
-    spec_from_dict,
-    spec_to_dict,
-    train,
-)
+from dnas.train import TrainConfig, train
 
 
 def tiny_data(
@@ -32,7 +25,7 @@ def tiny_data(
     y = torch.arange(n + 32 + 32) % classes
     x = torch.randint(0, 128, (len(y), channels, size, size), generator=g, dtype=torch.uint8)
     x[:, :, 3:9, 3:9] += (y * 30).to(torch.uint8).view(-1, 1, 1, 1)  # learnable signal
-    info = DatasetInfo("synthetic", channels, size, size, classes, "")
+    info = DatasetInfo("synthetic", channels, size, size, classes)
     return DataSplits(
         info,
         x[:n],
@@ -290,15 +283,3 @@ def test_resume_with_other_options_or_model_is_refused(tmp_path: Path) -> None:
 def test_mismatched_classes_are_refused() -> None:
     with pytest.raises(DnasError, match="classes"):
         train(tiny(classes=10), tiny_data(), FAST)
-
-
-def test_load_spec_from_name_and_json(tmp_path: Path) -> None:
-    spec = tiny("wrn-16-2-b313")
-    (tmp_path / "s.json").write_text(json.dumps(spec_to_dict(spec)))
-    assert load_spec(tmp_path / "s.json", 4, 3) == spec
-    (tmp_path / "n.json").write_text(json.dumps({"name": "wrn-16-2-b313"}))
-    assert load_spec(str(tmp_path / "n.json"), 4, 3) == spec
-    assert load_spec("wrn-16-2-b313", 4, 3) == spec
-    (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(DnasError, match="cannot read"):
-        load_spec(tmp_path / "bad.json")

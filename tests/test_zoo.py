@@ -8,7 +8,8 @@ import torchvision
 
 from dnas.densenet import from_torchvision_state_dict
 from dnas.models import build
-from dnas.names import IMAGENET_DENSENETS, parse_name
+from dnas.names import parse_name
+from dnas.spec import IMAGENET_DENSENETS
 from dnas.zoo import PAPER_MODELS
 
 

@@ -1,0 +1,211 @@
+"""A search's configuration: one typed definition, its defaults, and its validation.
+
+``SearchConfig`` is a msgspec Struct: the command line and a study file (TOML) are both
+converted into it by msgspec, which checks every key's type and range against the annotations
+below, so the two paths share one set of rules and one set of defaults. msgspec was chosen over
+pydantic and cattrs because it validates a plain typed definition with no runtime
+dependencies, rejects unknown keys and wrong types in strict mode, and its errors name the key
+(`$.epochs`); a search config needs nothing more.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from dnas.budget import parse_budgets
+from dnas.device import Device
+from dnas.errors import DnasError
+from dnas.study import check_study_name, default_storage, trial_root
+
+
+class Space(str, enum.Enum):
+    all = "all"
+    densenet = "densenet"
+    densenet_bc = "densenet-bc"
+    wrn = "wrn"
+
+
+class Objective(str, enum.Enum):
+    pareto = "pareto"  # validation accuracy up, cost down
+    accuracy = "accuracy"  # validation accuracy under the budget, Hyperband-pruned
+
+
+class CostMetric(str, enum.Enum):
+    params = "params"
+    flops = "flops"
+
+
+class Sampler(str, enum.Enum):
+    auto = "auto"  # constrained multivariate TPE
+    tpe = "tpe"
+    nsga2 = "nsga2"
+    random = "random"
+
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Seed = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+Workers = Annotated[int, msgspec.Meta(ge=1, le=1024)]
+
+
+class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One search. Its study name and storage identify it: rerunning the same config resumes."""
+
+    budgets: tuple[str, ...] = ("1M-params",)  # all must hold, e.g. 1M-params, 300M-flops
+    space: Space = Space.all
+    dataset: str = "cifar10"  # cifar10, cifar100, svhn, fashion-mnist, mnist, imagefolder:PATH
+    trials: Positive | None = 20  # trained trials the study should reach; None: until timeout
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None  # this command's wall time
+    epochs: Positive = 3  # per trial (the fidelity)
+    train_subset: Positive | None = None  # training images per trial (class-stratified)
+    val_size: Positive | None = None  # validation images [default: the dataset's]
+    batch_size: Positive | None = None  # [default: the fast recipe's]
+    lr: Annotated[float, msgspec.Meta(gt=0)] | None = None  # peak [default: the fast recipe's]
+    objective: Objective = Objective.pareto
+    cost: CostMetric = CostMetric.params  # the cost objective of a Pareto study
+    sampler: Sampler = Sampler.auto
+    study: str | None = None  # [default: SPACE-DATASET-BUDGETS]
+    storage: str | None = None  # an Optuna storage URL [default: sqlite:///studies/STUDY.db]
+    workers: Workers = 1  # processes on this machine
+    device: Device = Device.auto
+    seed: Seed = 0
+    data_dir: str | None = None
+    studies_dir: str = "studies"  # not settable from a study file: only on the command line
+    reports_dir: str = "reports"  # the report goes to REPORTS_DIR/STUDY/index.html
+    retrain_top: NonNegative = 0
+    final_epochs: Positive = 30
+
+    def __post_init__(self) -> None:
+        if not self.budgets:
+            raise DnasError("give at least one budget, e.g. --budget 1M-params")
+        parse_budgets(self.budgets)  # a one-line BudgetError for a malformed one
+        if self.trials is None and self.timeout_s is None:
+            raise DnasError("give --trials N or --timeout (e.g. 2h), or both")
+        check_study_name(self.study_name)
+
+    @property
+    def study_name(self) -> str:
+        default = "-".join([self.space.value, self.dataset, *self.budgets])
+        return self.study or re.sub(r"[^A-Za-z0-9._-]", "_", default)[:100].lstrip(".")
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or default_storage(self.studies_dir, self.study_name)
+
+    @property
+    def trial_root(self) -> Path:
+        return trial_root(self.studies_dir, self.study_name, self.storage_url)
+
+    @property
+    def report_dir(self) -> Path:
+        return Path(self.reports_dir) / self.study_name
+
+
+# Keys a study file may set: the config's fields under their command-line names, less the output
+# folders (those are the defaults or what the user names on the command line).
+_FILE_ONLY_RENAMES = {"budget": "budgets", "timeout": "timeout_s"}
+_NOT_IN_FILES = {"studies_dir", "reports_dir", "budgets", "timeout_s"}
+
+
+def file_keys() -> list[str]:
+    return sorted(
+        {
+            *_FILE_ONLY_RENAMES,
+            *(f for f in SearchConfig.__struct_fields__ if f not in _NOT_IN_FILES),
+        }
+    )
+
+
+def parse_duration(text: str) -> float:
+    """'2h', '30m', '90s', '1h30m' or plain seconds."""
+    m = re.fullmatch(
+        r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text.strip()
+    )
+    if not text.strip() or not m or not any(m.groups()):
+        raise DnasError(f"bad duration {text!r}: write e.g. 2h, 30m, 90s or 1h30m")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    if h * 3600 + mi * 60 + s <= 0:
+        raise DnasError(f"bad duration {text!r}: it must be longer than 0 s")
+    return h * 3600 + mi * 60 + s
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A study file's keys as the config's fields; ``make_config`` checks their types."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except IsADirectoryError:
+        raise DnasError(f"--config {path}: a directory, not a study file (a .toml)") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise DnasError(
+            f"--config {path}: no such file (see studies/*.toml for examples)"
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise DnasError(f"--config {path}: not valid TOML ({e})") from None
+    unknown = sorted(set(data) - set(file_keys()))
+    if unknown:
+        raise DnasError(
+            f"--config {path}: unknown key {unknown[0]!r}; a study file may set"
+            f" {', '.join(file_keys())}"
+        )
+    if "budget" in data:
+        b = data.pop("budget")
+        data["budgets"] = [b] if isinstance(b, str) else b
+        if not isinstance(b, (str, list)):
+            raise DnasError(f"--config {path}: budget = {b!r}: expected '1M-params' or a list")
+    if "timeout" in data:
+        t = data.pop("timeout")
+        try:
+            if not isinstance(t, (str, int, float)) or isinstance(t, bool):
+                raise DnasError("expected a duration like '2h'")
+            data["timeout_s"] = parse_duration(str(t))
+        except DnasError as e:
+            raise DnasError(f"--config {path}: timeout = {t!r}: {e}") from None
+    return data
+
+
+def make_config(values: dict[str, Any], source: str = "options") -> SearchConfig:
+    """Validate ``values`` (field name -> value) into a SearchConfig, or one DnasError line that
+    names the key, its value and what was expected."""
+    if "timeout_s" in values and "trials" not in values:
+        values = {**values, "trials": None}  # a time budget alone: as many trials as fit
+    try:
+        return msgspec.convert(values, SearchConfig, strict=True)
+    except msgspec.ValidationError as e:
+        explained = _explain(str(e), values, options=not source)
+        raise DnasError(f"{source}: {explained}" if source else explained) from None
+
+
+_NAMES = {"budgets": "budget", "timeout_s": "timeout"}
+
+
+def _explain(message: str, values: dict[str, Any], options: bool) -> str:
+    """msgspec's "Expected `int`, got `str` - at `$.trials`" as "trials = 'ten': expected int"."""
+    m = re.fullmatch(r"(.*) - at `\$\.(\w+)(.*)`", message)
+    if not m:
+        return message
+    what, key, rest = m.groups()
+    shown = _NAMES.get(key, key)
+    if options:  # as the command line spells it
+        shown = "--" + shown.replace("_", "-")
+    value = values.get(key)
+    what = re.sub(r"Expected `(.+?)`(, got `\w+`)?", r"expected \1", what).replace(" | null", "")
+    what = what.replace("Invalid enum value", "not one of")
+    if key in ("space", "objective", "cost", "sampler", "device"):
+        choices = [c.value for c in _ENUMS[key]]
+        what = f"expected one of {', '.join(choices)}"
+    value = value.value if isinstance(value, enum.Enum) else value
+    return f"{shown}{rest} {value!r}: {what}" if options else f"{shown}{rest} = {value!r}: {what}"
+
+
+_ENUMS = {"space": Space, "objective": Objective, "cost": CostMetric, "sampler": Sampler,
+          "device": Device}  # fmt: skip

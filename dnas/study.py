@@ -1,0 +1,313 @@
+"""A search study on Optuna storage: its name, where it lives, its trial folders, and the typed
+record of what each trial produced.
+
+Optuna's user attributes are only the storage of a ``TrialRecord``: this module writes them (one
+attribute per field, so optuna-dashboard and ``optuna trials`` show them as columns) and reads
+them back into the record. Nothing else in dnas reads a trial's attributes by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dnas.errors import DnasError
+
+STUDY_NAME_RULE = (
+    "letters, digits, '-', '_' and '.', not starting with a dot, at most 100 characters"
+)
+_STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+SQLITE = "sqlite:///"
+
+if TYPE_CHECKING:  # optuna is imported where it is used: `dnas --help` stays fast
+    import optuna
+
+# Trial states as dnas sees them (a refinement of Optuna's).
+WAITING, RUNNING, TRAINED = "waiting", "running", "trained"
+OVER_BUDGET, SKIPPED, FAILED, PRUNED = "over budget", "skipped", "failed", "pruned"
+
+# The user-attribute keys: the storage of TrialRecord.
+_STARTED = "started_training"  # set when a trial starts training (it may not have finished)
+_LEGACY_STARTED = "trained"  # what studies made before 0.2 called it
+
+
+# ---- names, storage and folders -------------------------------------------------------------
+
+
+def check_study_name(name: str) -> str:
+    """A study name is used as a path: it must be a safe slug."""
+    if not isinstance(name, str) or not _STUDY_NAME.fullmatch(name):
+        raise DnasError(f"bad study name {name!r}: use {STUDY_NAME_RULE}")
+    return name
+
+
+def default_storage(studies_dir: str | Path, name: str) -> str:
+    return f"{SQLITE}{Path(studies_dir) / check_study_name(name)}.db"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///FILE`` URL, None for any other storage."""
+    return Path(url[len(SQLITE) :]) if url.startswith(SQLITE) else None
+
+
+def trial_root(studies_dir: str | Path, name: str, storage_url: str) -> Path:
+    """The folder that holds a study's trial folders. The default storage's study NAME keeps
+    ``studies/NAME``; any other storage gets ``studies/NAME-<hash of its URL>``, so two storages
+    holding a study of the same name never share (or overwrite) each other's checkpoints."""
+    root = Path(studies_dir) / check_study_name(name)
+    if storage_url == default_storage(studies_dir, name):
+        return root
+    digest = hashlib.sha256(storage_url.encode()).hexdigest()[:10]
+    return root.with_name(f"{root.name}-{digest}")
+
+
+def trial_dir(root: Path, number: int) -> Path:
+    return root / f"trial-{number:05d}"
+
+
+def inside(path: str | Path, root: Path) -> bool:
+    """Whether ``path`` (read back from a database: never trusted) lies inside ``root``."""
+    try:
+        return Path(path).resolve().is_relative_to(root.resolve())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's RDB storage with heartbeats: a killed worker's trial is failed after a 30 s grace
+    period and queued again. SQLite waits for the file lock instead of failing."""
+    import optuna
+
+    kwargs: dict = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    with warnings.catch_warnings():  # heartbeats are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=10,
+            grace_period=30,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=2
+            ),
+            **kwargs,
+        )
+
+
+def load_study(name: str, storage: str | None = None) -> optuna.Study:
+    """Open an existing study (default storage: ``sqlite:///studies/NAME.db``), or a DnasError."""
+    import optuna
+
+    check_study_name(name)
+    url = storage or default_storage("studies", name)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise DnasError(f"no study database at {path}; give --storage URL for study {name!r}")
+    try:
+        return optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(url)) or "none"
+        raise DnasError(f"no study {name!r} in {url}; studies there: {names}") from None
+    except Exception as e:  # a bad URL, an unreachable server, a file that is not a database
+        raise DnasError(f"cannot open storage {url!r}: {e}".splitlines()[0]) from None
+
+
+def storage_base(storage: str | None) -> Path | None:
+    """For a SQLite study at ``DIR/studies/NAME.db``: DIR, where ``dnas search`` ran (relative
+    run folders recorded in the study are relative to it)."""
+    path = sqlite_path(storage or default_storage("studies", "x"))
+    return None if path is None else path.resolve().parent.parent
+
+
+# ---- the trial record ---------------------------------------------------------------------
+
+
+@dataclass
+class TrialRecord:
+    """What one trial proposed and produced. ``val_acc`` is set only for a trial that measured
+    one (trained, or pruned after some epochs); ``problems`` lists attributes that could not be
+    read (a damaged or foreign study), each left out of the record."""
+
+    number: int
+    state: str  # waiting | running | trained | over budget | skipped | failed | pruned
+    name: str | None = None
+    family: str | None = None
+    params: int | None = None
+    flops: int | None = None
+    violation: float | None = None  # largest relative excess over a budget; <= 0 feasible
+    started: bool = False  # training started (counts towards the study's trials)
+    val_acc: float | None = None
+    metrics: list[dict] = field(default_factory=list)  # per epoch, as in metrics.jsonl
+    epochs: int | None = None
+    wall_time_s: float | None = None
+    images_per_s: float | None = None
+    device: str | None = None
+    run_dir: str | None = None
+    note: str = ""  # why it failed, was pruned, rejected or skipped
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def curve(self) -> list[tuple[int, float]]:
+        """(epoch, validation accuracy) for every epoch that measured one."""
+        return [
+            (int(m["epoch"]), float(m["val_acc"]))
+            for m in self.metrics
+            if isinstance(m.get("epoch"), int) and _finite(m.get("val_acc"))
+        ]
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def record_proposal(trial: optuna.Trial, name: str, family: str, params: int, flops: int,
+                    violation: float) -> None:  # fmt: skip
+    for key, value in (("name", name), ("family", family), ("params", params),
+                       ("flops", flops), ("violation", violation)):  # fmt: skip
+        trial.set_user_attr(key, value)
+
+
+def record_rejected(trial: optuna.Trial, reason: str) -> None:
+    trial.set_user_attr("rejected", reason)
+
+
+def record_skipped(trial: optuna.Trial, reason: str) -> None:
+    trial.set_user_attr("skipped", reason)
+
+
+def record_started(trial: optuna.Trial, device: str, run_dir: Path) -> None:
+    trial.set_user_attr(_STARTED, True)
+    trial.set_user_attr("device", device)
+    trial.set_user_attr("run_dir", str(run_dir))
+
+
+def record_result(trial: optuna.Trial, metrics: list[dict], wall_time_s: float,
+                  images_per_s: float) -> None:  # fmt: skip
+    trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr("epochs", len(metrics))
+    trial.set_user_attr("wall_time_s", wall_time_s)
+    trial.set_user_attr("images_per_s", images_per_s)
+
+
+def record_failure(trial: optuna.Trial, reason: str) -> None:
+    trial.set_user_attr("failure", reason.splitlines()[0][:500] if reason else "failed")
+
+
+def started(trial: optuna.trial.FrozenTrial) -> bool:
+    a = trial.user_attrs
+    return a.get(_STARTED) is True or a.get(_LEGACY_STARTED) is True
+
+
+class _Reader:
+    """Reads one trial's attributes with their types, noting each that does not fit."""
+
+    def __init__(self, attrs: dict) -> None:
+        self.attrs, self.problems = attrs, []
+
+    def get(self, key: str, kind: type, check=None):  # noqa: ANN001, ANN202
+        if key not in self.attrs or self.attrs[key] is None:
+            return None
+        value = self.attrs[key]
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if ok and kind is float:
+            ok = math.isfinite(value)
+        if ok and check is not None:
+            ok = check(value)
+        if not ok:
+            self.problems.append(f"{key}={_short(value)} is not a valid {kind.__name__}")
+            return None
+        return value
+
+    def metrics(self) -> list[dict]:
+        value = self.attrs.get("metrics")
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
+            self.problems.append(f"metrics={_short(value)} is not a list of per-epoch records")
+            return []
+        return value
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
+    """The record of an Optuna trial; malformed attributes are left out and listed in
+    ``problems``, never raised."""
+    from optuna.trial import TrialState as S
+
+    r = _Reader(trial.user_attrs)
+    rec = TrialRecord(
+        number=trial.number,
+        state=WAITING,
+        name=r.get("name", str),
+        family=r.get("family", str) or _str(trial.params.get("family")),
+        params=r.get("params", int, lambda v: v >= 0),
+        flops=r.get("flops", int, lambda v: v >= 0),
+        violation=r.get("violation", float),
+        started=started(trial),
+        metrics=r.metrics() or _intermediate(trial),
+        epochs=r.get("epochs", int, lambda v: v >= 0),
+        wall_time_s=r.get("wall_time_s", float, lambda v: v >= 0),
+        images_per_s=r.get("images_per_s", float, lambda v: v >= 0),
+        device=r.get("device", str),
+        run_dir=r.get("run_dir", str),
+    )
+    rejected, skipped = r.get("rejected", str), r.get("skipped", str)
+    failure = r.get("failure", str)
+    curve = rec.curve
+    if rejected and not rec.started:
+        violation = f" (violation {rec.violation:+.2f})" if rec.violation is not None else ""
+        rec.state, rec.note = OVER_BUDGET, f"{rejected}: never built{violation}"
+    elif skipped and not rec.started:
+        rec.state, rec.note = SKIPPED, skipped
+    elif trial.state == S.FAIL:
+        rec.state, rec.note = FAILED, failure or "failed"
+    elif trial.state == S.PRUNED:
+        rec.state = PRUNED
+        if curve:
+            rec.val_acc = curve[-1][1]
+            rec.note = f"pruned after epoch {curve[-1][0]}"
+        else:
+            rec.note = "pruned before training"
+    elif trial.state == S.COMPLETE:
+        acc = trial.values[0] if trial.values else None
+        if rec.started and _finite(acc):
+            rec.state, rec.val_acc = TRAINED, float(acc)
+        else:
+            rec.state, rec.note = FAILED, "complete without a measured accuracy"
+    elif trial.state == S.RUNNING:
+        rec.state = RUNNING
+    if rec.epochs is None and curve and rec.state in (TRAINED, PRUNED):
+        rec.epochs = curve[-1][0]
+    if rec.wall_time_s is None and trial.duration is not None and rec.started:
+        rec.wall_time_s = trial.duration.total_seconds()
+    rec.problems = r.problems
+    return rec
+
+
+def _intermediate(trial: optuna.trial.FrozenTrial) -> list[dict]:
+    """Per-epoch accuracies a trial reported to Optuna (``trial.report``) when it recorded no
+    metrics of its own: a trial pruned by Hyperband stops before it does."""
+    return [
+        {"epoch": int(e), "val_acc": float(v)}
+        for e, v in sorted(trial.intermediate_values.items())
+        if _finite(v)
+    ]
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def read_all(study: optuna.Study) -> list[TrialRecord]:
+    return [read(t) for t in study.get_trials(deepcopy=False)]

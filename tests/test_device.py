@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from dnas_cli.main import app
+from typer.testing import CliRunner
+
+from dnas.device import device_name, resolve_device
+from dnas.errors import DnasError
+
+
+@pytest.fixture(params=[True, False], ids=["cuda-visible", "no-cuda"])
+def gpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """A machine with or without a visible CUDA GPU, as torch sees it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: request.param)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    return request.param
+
+
+def test_auto_picks_cuda_when_a_gpu_is_visible(gpu: bool) -> None:
+    assert resolve_device() == resolve_device("auto") == ("cuda" if gpu else "cpu")
+
+
+def test_cpu_is_always_cpu(gpu: bool) -> None:
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_cuda_needs_a_gpu(gpu: bool) -> None:
+    if gpu:
+        assert resolve_device("cuda") == "cuda"
+        return
+    with pytest.raises(DnasError) as e:
+        resolve_device("cuda")
+    assert str(e.value) == (
+        "--device cuda: no CUDA GPU is visible on this machine; use --device cpu or auto"
+    )
+
+
+@pytest.mark.parametrize("requested", ["gpu", "mps", "", "CUDA", "cuda:0"])
+def test_other_devices_name_the_choices(gpu: bool, requested: str) -> None:
+    with pytest.raises(DnasError, match="choose auto, cpu or cuda"):
+        resolve_device(requested)
+
+
+def test_device_name(gpu: bool) -> None:
+    assert device_name("cuda") == "NVIDIA H100 80GB HBM3"
+    assert device_name("cpu").endswith(f", {torch.get_num_threads()} threads")
+
+
+@pytest.mark.parametrize("command", ["train", "profile"])
+def test_commands_take_device_auto(command: str) -> None:
+    r = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "auto|cpu|cuda" in r.output and "[default: auto]" in r.output
+
+
+def test_cli_without_a_gpu_refuses_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = CliRunner().invoke(app, ["profile", "wrn-10-1", "--device", "cuda"])
+    assert r.exit_code == 2 and "use --device cpu or auto" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.gpu
+def test_a_real_gpu_is_chosen_and_named() -> None:
+    assert resolve_device() == "cuda"
+    assert device_name("cuda") == torch.cuda.get_device_name()

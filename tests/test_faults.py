@@ -1,0 +1,221 @@
+"""Fault injection: every bad input and every fault ends in one clear line, with a non-zero exit,
+nothing written outside studies/ and reports/, and nothing completed lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from dnas_cli.main import app
+from typer.testing import CliRunner
+
+from dnas import study as records
+from dnas.config import make_config
+from dnas.errors import DnasError
+from dnas.search import SearchFailed, prepare, prune_checkpoints, search
+
+SMALL = ["-b", "20k-params", "-b", "3M-flops", "--dataset", "fashion-mnist", "--epochs", "1",
+         "--train-subset", "300", "--val-size", "200", "--batch-size", "64"]  # fmt: skip
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def run_cli(tmp_path: Path, monkeypatch, *args: str):  # noqa: ANN201
+    """``dnas ARGS`` run in an empty working directory."""
+    monkeypatch.chdir(tmp_path)
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--val-size", "0"], "--val-size 0: expected int >= 1"),
+        (["--val-size", "70000"], "validation size must be in [0, 60000)"),
+        (["--train-subset", "0"], "--train-subset 0: expected int >= 1"),
+        (["--train-subset", "60000"], "--train-subset must be in [1, 59800]"),
+        (["--epochs", "0"], "--epochs 0: expected int >= 1"),
+        (["--seed", "-1"], "--seed -1: expected int >= 0"),
+        (["--trials", "-3"], "--trials -3: expected int >= 1"),
+        (["--timeout", "0s"], "bad duration '0s'"),
+        (["--study", "../../x"], "bad study name '../../x': use letters, digits"),
+        (["--study", ".."], "bad study name '..'"),
+        (["--study", "/abs/path"], "bad study name '/abs/path'"),
+        (["--study", "a" * 101], "at most 100 characters"),
+        (["-b", "1k-params"], "the smallest costs"),
+        (["--dataset", "imagefolder:/nonexistent"], "imagefolder"),
+    ],
+)
+def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, args, message):
+    result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--trials", "1", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert files_under(tmp_path) == set()  # not even an empty studies/ folder
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("budget = []", "give at least one budget"),
+        ('trials = "ten"', "trials = 'ten': expected int"),
+        ("epochs = 2.5", "epochs = 2.5: expected int"),
+        ('dataset = ["a"]', "dataset = ['a']: expected str"),
+        ("workers = 0", "workers = 0: expected int >= 1"),
+        ('space = "resnet"', "space = 'resnet': expected one of all, densenet, densenet-bc, wrn"),
+        ("seed = true", "seed = True: expected int"),
+        ("budget = 5", "budget = 5: expected '1M-params' or a list"),
+        ('timeout = "soon"', "timeout = 'soon': bad duration"),
+        ("colour = 1", "unknown key 'colour'; a study file may set"),
+        ('studies_dir = "/tmp/elsewhere"', "unknown key 'studies_dir'"),
+        ('reports_dir = "."', "unknown key 'reports_dir'"),
+        ('study = "../up"', "bad study name '../up'"),
+        ("trials = [", "not valid TOML"),
+    ],
+)
+def test_bad_study_file_names_the_key_value_and_expectation(tmp_path, monkeypatch, toml, message):
+    (tmp_path / "s.toml").write_text(toml + "\n")
+    result = run_cli(tmp_path, monkeypatch, "search", "--config", "s.toml")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert result.output.startswith("Error: --config s.toml: ")
+    assert files_under(tmp_path) == {"s.toml"}
+
+
+def test_failures_before_training_count_and_stop_the_search(tmp_path, monkeypatch):
+    """A proposal that raises before training is a failed trial; three in a row with one reason
+    stop the search (once this looped forever) with that reason and a non-zero exit."""
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise ValueError("cost model exploded")
+
+    monkeypatch.setattr("dnas.trial.count", broken)
+    result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--trials", "2", "--study", "s")
+    assert result.exit_code == 1, result.output
+    assert "stopped: the last 3 trials failed with ValueError: cost model exploded" in (
+        result.output
+    )
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/studies/s.db")
+    assert [records.read(t).state for t in study.trials] == [records.FAILED] * 3
+
+
+def test_failure_reasons_differing_only_in_numbers_are_the_same(tmp_path, monkeypatch):
+    calls = iter(range(100))
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError(f"loss {next(calls) * 1.5} at step {next(calls)}")
+
+    monkeypatch.setattr("dnas.trial.count", broken)
+    cfg = make_config({"budgets": ("20k-params",), "dataset": "fashion-mnist", "trials": 5,
+                       "train_subset": 300, "val_size": 200, "epochs": 1,
+                       "studies_dir": str(tmp_path / "studies"),
+                       "reports_dir": str(tmp_path / "reports")})  # fmt: skip
+    with pytest.raises(SearchFailed, match="the last 3 trials failed with RuntimeError: loss"):
+        search(cfg)
+
+
+def test_workers_are_capped_at_the_machine(monkeypatch):
+    monkeypatch.setattr("dnas.search.worker_capacity", lambda device: 2)
+    said: list[str] = []
+    cfg = prepare(make_config({"budgets": ("1M-params",), "workers": 64, "device": "cpu"}),
+                  said.append)  # fmt: skip
+    assert cfg.workers == 2
+    assert said == ["--workers 64: this machine has 2 CPU cores; using 2 workers"]
+
+
+def test_workers_cap_follows_visible_gpus(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    said: list[str] = []
+    cfg = prepare(make_config({"budgets": ("1M-params",), "workers": 8}), said.append)
+    assert cfg.device.value == "cuda" and cfg.workers == 3
+    assert "3 visible GPUs" in said[0]
+
+
+def test_trial_folders_of_two_storages_never_collide(tmp_path):
+    a = make_config({"study": "s", "studies_dir": str(tmp_path)})
+    b = make_config({"study": "s", "studies_dir": str(tmp_path), "storage": "sqlite:///other.db"})
+    c = make_config({"study": "s", "studies_dir": str(tmp_path),
+                     "storage": "postgresql://u@h/db"})  # fmt: skip
+    roots = {a.trial_root, b.trial_root, c.trial_root}
+    assert len(roots) == 3 and all(r.parent == tmp_path for r in roots)
+    assert a.trial_root == tmp_path / "s"  # the default storage keeps the plain name
+
+
+def test_pruning_deletes_only_inside_the_study_trial_folders(tmp_path):
+    root = tmp_path / "studies" / "s"
+    keep, drop = root / "trial-00001", root / "trial-00002"
+    outside = tmp_path / "precious"
+    for d in (keep, drop, outside):
+        d.mkdir(parents=True)
+        (d / "checkpoint.pt").write_bytes(b"x")
+    (root / "trial-00003").symlink_to(outside, target_is_directory=True)  # a planted link
+    (root / "notes").mkdir()
+    (root / "notes" / "checkpoint.pt").write_bytes(b"x")
+    assert prune_checkpoints(root, keep={1}) == 1
+    assert (keep / "checkpoint.pt").exists() and not (drop / "checkpoint.pt").exists()
+    assert (outside / "checkpoint.pt").exists() and (root / "notes" / "checkpoint.pt").exists()
+    assert prune_checkpoints(tmp_path / "missing", keep=set()) == 0
+
+
+def test_search_with_no_trained_trial_exits_non_zero(tmp_path, monkeypatch):
+    result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--timeout", "0.01s",
+                     "--study", "t")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "no trained trial in study t" in result.output
+
+
+def test_study_names_are_checked_where_studies_are_opened(tmp_path):
+    with pytest.raises(DnasError, match="bad study name"):
+        records.load_study("../x", f"sqlite:///{tmp_path}/x.db")
+    with pytest.raises(DnasError, match="bad study name"):
+        records.default_storage("studies", "a/b")
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+    """SIGINT while a trial trains: one line saying what is kept and how to resume, exit 130,
+    no traceback; the interrupted trial's checkpoint is not left behind."""
+    args = [sys.executable, "-m", "dnas_cli.main", "search", *SMALL, "--train-subset", "3000",
+            "--epochs", "3", "--trials", "3", "--space", "densenet", "--study", "c"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    root = tmp_path / "studies" / "c"
+    while time.time() < deadline and not list(root.glob("trial-*/checkpoint.pt")):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: interrupted:") and "rerun the same command" in last
+    study = optuna.load_study(study_name="c", storage=f"sqlite:///{tmp_path}/studies/c.db")
+    kept = {r.number for r in records.read_all(study) if r.state == records.TRAINED}
+    left = {int(p.parent.name[6:]) for p in root.glob("trial-*/checkpoint.pt")}
+    assert left <= kept  # no orphan checkpoint of the interrupted trial
+    assert files_under(tmp_path) <= {"studies"} | {
+        str(p.relative_to(tmp_path)) for p in (tmp_path / "studies").rglob("*")
+    }
+
+
+def test_space_csv_to_an_unwritable_path_is_one_line(tmp_path, monkeypatch):
+    result = run_cli(tmp_path, monkeypatch, "space", "wrn", "-b", "1M-params", "--csv",
+                     str(tmp_path / "missing" / "x.csv"))  # fmt: skip
+    assert result.exit_code == 2 and "cannot write it" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_directory_as_study_file_is_one_line(tmp_path, monkeypatch):
+    result = run_cli(tmp_path, monkeypatch, "search", "--config", str(tmp_path))
+    assert result.exit_code == 2 and "a directory, not a study file" in result.output
