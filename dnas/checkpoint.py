@@ -143,9 +143,13 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
-    if not path.is_file():
+    try:  # another process (a search pruning its checkpoints) may remove it at any moment
+        why = _not_torch_file(path) if path.is_file() else "missing"
+    except FileNotFoundError:
+        why = "missing"
+    if why == "missing":
         raise DnasError(f"no checkpoint at {path}")
-    if why := _not_torch_file(path):
+    if why:
         raise DnasError(f"{path} is not a dnas checkpoint ({why})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

@@ -348,7 +348,7 @@ def prune_checkpoints(root: Path, keep: set[int]) -> int:
         for name in (CHECKPOINT, CHECKPOINT + ".tmp"):
             f = folder / name
             if f.is_file() and not f.is_symlink():
-                f.unlink()
+                f.unlink(missing_ok=True)  # another worker may be pruning the same folder
                 removed += 1
     return removed
 

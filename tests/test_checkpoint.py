@@ -263,3 +263,16 @@ def test_resume_errors_say_what_to_do(tmp_path: Path) -> None:
 def test_default_run_dir() -> None:
     path = default_run_dir("wrn-16-4", "imagefolder:/data/pets", 3)
     assert re.fullmatch(r"runs/wrn-16-4-imagefolder__data_pets-s3-\d{8}-\d{6}", path.as_posix())
+
+
+def test_a_checkpoint_removed_while_it_is_read_is_one_line(tmp_path, monkeypatch):
+    """Another worker's pruning can remove a checkpoint between the check and the read."""
+    from pathlib import Path
+
+    from dnas.checkpoint import load_checkpoint
+    from dnas.errors import DnasError
+
+    gone = tmp_path / "trial-00001" / "checkpoint.pt"
+    monkeypatch.setattr(Path, "is_file", lambda self: True)
+    with pytest.raises(DnasError, match="no checkpoint at"):
+        load_checkpoint(gone)
