@@ -70,14 +70,6 @@ def trial_dir(root: Path, number: int) -> Path:
     return root / f"trial-{number:05d}"
 
 
-def inside(path: str | Path, root: Path) -> bool:
-    """Whether ``path`` (read back from a database: never trusted) lies inside ``root``."""
-    try:
-        return Path(path).resolve().is_relative_to(root.resolve())
-    except (OSError, ValueError, TypeError):
-        return False
-
-
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """Optuna's RDB storage with heartbeats: a killed worker's trial is failed after a 30 s grace
     period and queued again. SQLite waits for the file lock instead of failing."""
