@@ -19,7 +19,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/dnas search --budget 1M-params --budget 20M-flops --dataset fashion-mnist \
-	    --trials 12 --timeout 8m --epochs 2 --train-subset 10000 --val-size 2000
+	    --train-subset 20000 --val-size 2000 --epochs 3 --workers 2 --timeout 8m
 
 test: lint
 	$(VENV)/bin/python -m pytest -q

@@ -41,7 +41,23 @@ def search(
     timeout: Annotated[
         Optional[str], _opt("Stop starting trials after this long: 2h, 30m, 90s.")
     ] = None,
-    epochs: Annotated[Optional[int], _opt("Epochs per trial (the fidelity).", D.epochs)] = None,
+    epochs: Annotated[
+        Optional[int], _opt("Epochs of a candidate's full training (the top rung).", D.epochs)
+    ] = None,
+    min_epochs: Annotated[
+        Optional[int],
+        _opt(
+            "The first rung of multi-fidelity successive halving; = --epochs turns it off.",
+            D.min_epochs,
+        ),
+    ] = None,
+    reduction_factor: Annotated[
+        Optional[int],
+        _opt(
+            "Rungs grow by this factor; the best 1/factor at a rung continue.",
+            D.reduction_factor,
+        ),
+    ] = None,
     train_subset: Annotated[
         Optional[int], _opt("Training images per trial, class-stratified [default: all].")
     ] = None,
@@ -140,11 +156,11 @@ class _Progress:
     def log(self, text: str) -> None:
         err.print(text, highlight=False)
 
-    def epoch(self, trial, epoch: int, metrics: dict) -> None:  # noqa: ANN001
+    def epoch(self, e) -> None:  # noqa: ANN001 - a dnas.trial.EpochEvent
+        acc = "-" if e.val_acc is None else f"{e.val_acc:.4f}"
         err.print(
-            f"  trial {trial.number} {trial.user_attrs.get('name', '')}: epoch {epoch}/"
-            f"{self.cfg.epochs} val acc {metrics['val_acc']:.4f}"
-            f" ({metrics.get('images_per_s', 0):.0f} img/s)",
+            f"  trial {e.number} {e.name}: epoch {e.epoch}/{e.epochs} val acc {acc}"
+            f" ({e.images_per_s:.0f} img/s)",
             highlight=False,
         )
 
@@ -152,10 +168,15 @@ class _Progress:
         r = e.record
         if r.state == "over budget":
             what = f"rejected {r.name} ({r.params:,} params, {r.flops:,} flops): over budget"
-        elif r.state == "trained":
+        elif r.state in ("trained", "stopped"):
             what = (
-                f"{r.name} ({r.params:,} params): val acc {r.val_acc:.4f} in {r.wall_time_s:.0f}s"
+                f"{r.name} ({r.params:,} params): val acc {r.val_acc:.4f} after"
+                f" {r.epochs} epoch{'s' * (r.epochs != 1)} in {r.wall_time_s:.0f}s"
             )
+            if r.state == "stopped":
+                what += f", {r.note}"
+        elif r.state == "reused":
+            what = f"{r.name}: {r.note} (val acc {r.val_acc:.4f})"
         else:
             what = f"{r.name or '?'}: {r.state} {r.note}"
         best = "best -" if e.best_acc is None else f"best {e.best_acc:.4f}"
@@ -167,11 +188,18 @@ class _Progress:
 
 def _show(s) -> None:  # noqa: ANN001 - a SearchSummary
     out.print(f"study {s.study} ({s.storage}) on {s.dataset}, budget {' and '.join(s.budgets)}")
+    rungs = f"rungs of {'/'.join(map(str, s.rungs))} epochs" if s.rungs else "Hyperband"
     out.print(
-        f"trained {s.trained} (complete {s.complete}, failed {s.failed}, pruned {s.pruned}); "
-        f"{s.rejected_over_budget} over-budget proposals rejected before building;"
-        f" {s.wall_time_s:.0f} s on {s.device}"
+        f"trained {s.trained} candidates in {s.wall_time_s:.0f} s on {s.device} ({rungs}):"
+        f" {s.complete} to the top rung, {s.stopped} stopped at a lower rung, {s.failed} failed,"
+        f" {s.pruned} pruned"
     )
+    out.print(
+        f"over-budget proposals: {s.rejected_over_budget}; duplicates reused, not retrained:"
+        f" {s.reused}; retrained duplicates: {s.retrained_duplicates}"
+    )
+    if s.exhausted:
+        out.print("the search stopped early: its last proposals were all candidates it had")
     cost = "parameters" if s.cost == "params" else "FLOPs"
     table = Table("trial", "name", "params", "FLOPs (fvcore)", "val acc", "epochs", "time s",
                   title=f"Pareto front (validation accuracy vs {cost})")  # fmt: skip

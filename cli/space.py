@@ -93,6 +93,9 @@ def space(
                 f"... {len(result.rows) - limit:,} more"
                 " (--limit 0 shows all, --csv FILE writes all)"
             )
+        drops = "; ".join(f"{f}: {', '.join(f'{p:g}' for p in d)}"
+                          for f, d in result.dropout.items())  # fmt: skip
+        out.print(f"searched with each architecture, at no cost: dropout ({drops})")
 
 
 def register(app: typer.Typer) -> None:

@@ -61,7 +61,9 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     dataset: str = "cifar10"  # cifar10, cifar100, svhn, fashion-mnist, mnist, imagefolder:PATH
     trials: Positive | None = 20  # trained trials the study should reach; None: until timeout
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None  # this command's wall time
-    epochs: Positive = 3  # per trial (the fidelity)
+    epochs: Positive = 3  # a candidate's full training, the top rung (the fidelity)
+    min_epochs: Positive = 1  # the first rung; = epochs: every candidate trains fully
+    reduction_factor: Annotated[int, msgspec.Meta(ge=2, le=100)] = 3  # rungs and promotions
     train_subset: Positive | None = None  # training images per trial (class-stratified)
     val_size: Positive | None = None  # validation images [default: the dataset's]
     batch_size: Positive | None = None  # [default: the fast recipe's]
@@ -87,6 +89,11 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         if self.trials is None and self.timeout_s is None:
             raise DnasError("give --trials N or --timeout (e.g. 2h), or both")
         check_study_name(self.study_name)
+        if self.min_epochs > self.epochs:
+            raise DnasError(
+                f"--min-epochs {self.min_epochs} is more than --epochs {self.epochs}: the first"
+                f" rung must be at most the full training (equal turns multi-fidelity off)"
+            )
 
     @property
     def study_name(self) -> str:
@@ -100,6 +107,21 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     @property
     def trial_root(self) -> Path:
         return trial_root(self.studies_dir, self.study_name, self.storage_url)
+
+    @property
+    def rungs(self) -> tuple[int, ...]:
+        """Epochs at which candidates are compared; the last is ``epochs`` (see dnas.fidelity)."""
+        from dnas.fidelity import rungs
+
+        return rungs(self.min_epochs, self.epochs, self.reduction_factor)
+
+    @property
+    def training_key(self) -> str:
+        """What, besides the architecture, decides a trial's result: two trials with the same
+        architecture and key are the same candidate (a duplicate is never trained twice). The
+        rungs are not part of it: continuing from a rung's checkpoint is exact."""
+        keys = ("dataset", "epochs", "train_subset", "val_size", "batch_size", "lr")
+        return " ".join(f"{k}={getattr(self, k)}" for k in keys)
 
     @property
     def report_dir(self) -> Path:

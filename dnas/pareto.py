@@ -13,6 +13,7 @@ mean, over costs c in [0, ref_cost], of the best accuracy reachable at cost <= c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -61,3 +62,28 @@ def hypervolume(points: Sequence[tuple[float, float]], ref_cost: float) -> float
     if not inside:
         return 0.0
     return float(moocore.hypervolume(_minimised(inside), ref=[ref_cost, 0.0])) / ref_cost
+
+
+def crowding(points: Sequence[tuple[float, float]]) -> list[float]:
+    """NSGA-II's crowding distance of each point within its own Pareto rank (Deb et al. 2002):
+    the normalised perimeter of the box its two neighbours on that front span; a front's two
+    ends (and a point alone on its rank) get infinity. Larger = a less crowded place."""
+    rank = ranks(points)
+    dist = [0.0] * len(points)
+    for r in set(rank):
+        members = sorted((i for i in range(len(points)) if rank[i] == r), key=lambda i: points[i])
+        dist[members[0]] = dist[members[-1]] = math.inf
+        for axis in (0, 1):
+            values = [points[i][axis] for i in members]
+            span = max(values) - min(values)
+            for j in range(1, len(members) - 1):
+                if span > 0:
+                    dist[members[j]] += abs(values[j + 1] - values[j - 1]) / span
+    return dist
+
+
+def order(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of ``(cost, accuracy)`` points, best first, as NSGA-II selects survivors: by
+    Pareto rank, then by crowding distance (larger first), then by position (earlier first)."""
+    rank, dist = ranks(points), crowding(points)
+    return sorted(range(len(points)), key=lambda i: (rank[i], -dist[i], i))

@@ -33,6 +33,7 @@ from dnas.trial import EpochCallback, TrialRunner
 MAX_SAME_FAILURES = 3  # consecutive failed trials with one reason stop the search
 MAX_FAILURES = 10  # consecutive failed trials, whatever their reasons, stop it too
 MAX_REJECTED = 10_000  # over-budget proposals one worker may draw before it gives up
+MAX_DUPLICATES = 30  # proposals in a row of candidates already trained: nothing new is coming
 # The validation split and the training subset are drawn with this seed, whatever --seed says:
 # every trial of a study, from any worker or machine, is compared on the same images.
 DATA_SEED = 0
@@ -88,12 +89,17 @@ def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
 
 def open_study(config: SearchConfig) -> optuna.Study:
     """Create or load the study (safe when several workers start at once)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # dnas reports trials and failures itself
     pareto_study = config.objective is Objective.pareto
     directions = ["maximize", "minimize"] if pareto_study else ["maximize"]
     pruner = (
         optuna.pruners.NopPruner()
         if pareto_study
-        else optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs)
+        else optuna.pruners.HyperbandPruner(
+            min_resource=config.min_epochs,
+            max_resource=config.epochs,
+            reduction_factor=config.reduction_factor,
+        )
     )
     path = records.sqlite_path(config.storage_url)
     if path is not None:
@@ -137,14 +143,10 @@ def open_study(config: SearchConfig) -> optuna.Study:
 def trained_count(study: optuna.Study, exclude: int | None = None) -> int:
     """Trials that trained or are training (a heartbeat-failed one is retried, so not counted),
     other than trial number ``exclude`` (a retried trial inherits its original's attributes)."""
-    S = optuna.trial.TrialState
-    n = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.number == exclude or not records.started(t):
-            continue
-        if t.state in (S.COMPLETE, S.PRUNED, S.RUNNING) or "failure" in t.user_attrs:
-            n += 1
-    return n
+    return sum(
+        t.number != exclude and records.counts_towards_trials(t)
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
 def _failure_kind(reason: str) -> str:
@@ -159,7 +161,7 @@ def _same_failures(study: optuna.Study) -> str | None:
     reasons: list[str] = []
     for t in reversed(study.get_trials(deepcopy=False)):
         rec = records.read(t)
-        if rec.state in (records.TRAINED, records.PRUNED):
+        if rec.state in (records.TRAINED, records.STOPPED, records.PRUNED):
             break
         if rec.state == records.FAILED:
             reasons.append(rec.note)
@@ -176,20 +178,22 @@ def run_worker(
     data: object | None = None,
     study: optuna.Study | None = None,
     on_trial: TrialCallback = lambda e: None,
-    on_epoch: EpochCallback = lambda *a: None,
+    on_epoch: EpochCallback = lambda e: None,
 ) -> str | None:
     """Run trials in this process until the study has ``config.trials`` trained ones, the timeout
     passes, or trials keep failing the same way (returned as the reason to stop)."""
     from dnas.data import load_data
-    from dnas.device import device_name
+    from dnas.device import device_name, resolve_device
 
+    config = msgspec.structs.replace(config, device=Device(resolve_device(config.device.value)))
     if data is None:
         data = load_data(config.dataset, config.data_dir, config.device.value, config.val_size,
                          config.train_subset, DATA_SEED)  # fmt: skip
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by dnas
     study = study or open_study(config)
+    deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
     runner = TrialRunner(config, data, parse_budgets(config.budgets),
-                         device_name(config.device.value), trained_count, on_epoch)  # fmt: skip
+                         device_name(config.device.value), trained_count, on_epoch,
+                         deadline)  # fmt: skip
     stop: list[str] = []
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -200,7 +204,8 @@ def run_worker(
             stop.append(reason)
         if runner.rejected > MAX_REJECTED:
             stop.append(f"{runner.rejected} proposals in a row were over budget")
-        if stop or (config.trials is not None and trained >= config.trials):
+        exhausted = runner.duplicates_in_a_row >= MAX_DUPLICATES  # not a failure: said by summary
+        if stop or exhausted or (config.trials is not None and trained >= config.trials):
             study.stop()
 
     # A worker killed earlier left its trial RUNNING: let the heartbeat mark it failed (and queue
@@ -235,8 +240,9 @@ def _worker_entry(config: SearchConfig, index: int, threads: int) -> None:
     os._exit(3 if reason else 0)
 
 
-def _run_processes(config: SearchConfig) -> None:
-    """N local workers: one per GPU when several are visible, CPU threads split otherwise."""
+def _run_processes(config: SearchConfig, study: optuna.Study, on_trial: TrialCallback) -> None:
+    """N local workers: one per GPU when several are visible, CPU threads split otherwise. This
+    process reports each trial the workers finish (it polls the study every few seconds)."""
     import multiprocessing as mp
 
     import torch
@@ -245,6 +251,7 @@ def _run_processes(config: SearchConfig) -> None:
     ngpu = torch.cuda.device_count() if config.device is Device.cuda else 0
     threads = max(1, worker_capacity("cpu") // config.workers)
     procs = []
+    reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     try:
         for i in range(config.workers):
             if ngpu > 1:
@@ -252,13 +259,30 @@ def _run_processes(config: SearchConfig) -> None:
             p = ctx.Process(target=_worker_entry, args=(config, i, threads))
             p.start()
             procs.append(p)
-        for p in procs:
-            p.join()
+        while any(p.is_alive() for p in procs):
+            procs[0].join(timeout=5)
+            _report_new(study, config, reported, on_trial)
+        _report_new(study, config, reported, on_trial)
     finally:  # Ctrl-C reaches the workers too; wait for them, never leave one behind
         for p in procs:
             p.join(timeout=60)
             if p.is_alive():
                 p.kill()
+
+
+def _report_new(study: optuna.Study, config: SearchConfig, reported: set[int],
+                on_trial: TrialCallback) -> None:  # fmt: skip
+    """Call ``on_trial`` for every finished trial not reported yet."""
+    trials = study.get_trials(deepcopy=False)
+    fresh = [t for t in trials if t.state.is_finished() and t.number not in reported]
+    if not fresh:
+        return
+    recs = [records.read(t) for t in trials]
+    best = max((r.val_acc for r in recs if r.state == records.TRAINED), default=None)
+    trained = sum(records.counts_towards_trials(t) for t in trials)
+    for t in fresh:
+        reported.add(t.number)
+        on_trial(TrialEvent(records.read(t), trained, config.trials, best))
 
 
 # ---- summary, checkpoints, retraining ---------------------------------------------------------
@@ -284,11 +308,16 @@ class SearchSummary:
     budgets: list[str]
     cost: str  # the metric the front trades accuracy against
     device: str
-    trained: int
-    complete: int
+    trained: int  # candidates that started training (all rungs)
+    complete: int  # trained to the top rung: the only results on the front
+    stopped: int  # stopped at a lower rung by successive halving
     failed: int
     pruned: int
-    rejected_over_budget: int
+    rejected_over_budget: int  # proposals the budget guard refused (the target is zero)
+    reused: int  # duplicates answered with an earlier trial's result, not retrained
+    retrained_duplicates: int  # trained candidates identical to an earlier trained one
+    exhausted: bool  # the last MAX_DUPLICATES proposals were all candidates already trained
+    rungs: list[int]  # successive-halving rungs (epochs); [] for Hyperband (--objective accuracy)
     front: list[FrontMember]
     best: FrontMember | None
     wall_time_s: float
@@ -308,7 +337,8 @@ def _member(r: TrialRecord) -> FrontMember:
 def summarize(study: optuna.Study, config: SearchConfig, wall_time_s: float) -> SearchSummary:
     recs = records.read_all(study)
     metric = config.cost.value
-    done = [r for r in recs if r.state == records.TRAINED and getattr(r, metric) is not None]
+    done = [r for r in recs if r.state == records.TRAINED and getattr(r, metric) is not None
+            and r.settings in (None, config.training_key)]  # fmt: skip
     members = [_member(r) for r in pareto.front(done, lambda r: getattr(r, metric),
                                                 lambda r: r.val_acc)]  # fmt: skip
     failures = [r.note for r in recs if r.state == records.FAILED]
@@ -322,15 +352,43 @@ def summarize(study: optuna.Study, config: SearchConfig, wall_time_s: float) -> 
         device=config.device.value,
         trained=sum(r.started for r in recs),
         complete=len(done),
+        stopped=sum(r.state == records.STOPPED for r in recs),
         failed=len(failures),
         pruned=sum(r.state == records.PRUNED for r in recs),
         rejected_over_budget=sum(r.state == records.OVER_BUDGET for r in recs),
+        reused=sum(r.state == records.REUSED for r in recs),
+        retrained_duplicates=_retrained_duplicates(recs),
+        exhausted=_trailing_duplicates(recs) >= MAX_DUPLICATES,
+        rungs=list(config.rungs) if config.objective is Objective.pareto else [],
         front=members,
         best=max(members, key=lambda m: (m.val_acc, -m.params), default=None),
         wall_time_s=wall_time_s,
         first_failure=failures[0] if failures else None,
         final=final if isinstance(final, list) else [],
     )
+
+
+def _retrained_duplicates(recs: list[TrialRecord]) -> int:
+    """Trials that trained a candidate (architecture and settings) an earlier trial trained."""
+    seen, n = set(), 0
+    for r in recs:
+        if r.started and r.state not in (records.FAILED, records.RUNNING):
+            n += (r.name, r.settings) in seen
+            seen.add((r.name, r.settings))
+    return n
+
+
+def _trailing_duplicates(recs: list[TrialRecord]) -> int:
+    """How many of the study's last proposals were candidates it already had."""
+    n = 0
+    for r in reversed(recs):
+        if r.state == records.REUSED or (
+            r.state == records.SKIPPED and "same candidate" in r.note
+        ):
+            n += 1
+        elif r.state != records.SKIPPED:
+            break
+    return n
 
 
 def prune_checkpoints(root: Path, keep: set[int]) -> int:
@@ -405,7 +463,7 @@ def search(
     config: SearchConfig,
     log: Callable[[str], None] = lambda s: None,
     on_trial: TrialCallback = lambda e: None,
-    on_epoch: EpochCallback = lambda *a: None,
+    on_epoch: EpochCallback = lambda e: None,
 ) -> SearchSummary:
     """Run (or resume) a search with ``config.workers`` worker processes, then summarise it,
     keep only the front's checkpoints and write the report.
@@ -432,7 +490,7 @@ def search(
         if config.workers == 1:
             stop = run_worker(config, data, study, on_trial, on_epoch)
         else:
-            _run_processes(config)
+            _run_processes(config, study, on_trial)
     except KeyboardInterrupt:
         summary = _finish(study, config, t0)
         raise SearchInterrupted(

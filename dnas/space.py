@@ -1,9 +1,9 @@
 """The default design spaces: ranges as data, and a pure generator over them.
 
 DenseNet (Huang et al. 2017): three equal dense blocks of n layers, growth rate k, bottleneck
-on/off, compression θ; the CIFAR stem. WRN (Zagoruyko & Komodakis 2016): N blocks per group
-(depth 6N + 4), widen factor k, the nine block types of Tables 2 and 3. Dropout is a training
-choice (it changes no cost) and is searched, not enumerated.
+on/off, compression θ, dropout; the CIFAR stem. WRN (Zagoruyko & Komodakis 2016): N blocks per
+group (depth 6N + 4), widen factor k, the nine block types of Tables 2 and 3, dropout. Dropout
+changes no cost: it is searched (``dnas.proposal``) but not enumerated here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class DenseNetSpace:
     growth_rates: tuple[int, ...] = (4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40)
     bottleneck: tuple[bool, ...] = (False, True)
     compression: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    dropout: tuple[float, ...] = (0.0, 0.2)  # the paper's 0.2 without augmentation (§4.2)
 
     def specs(self, num_classes: int = 10, in_channels: int = 3) -> Iterator[DenseNetSpec]:
         for b in self.bottleneck:
@@ -41,7 +42,8 @@ class DenseNetSpace:
             f"DenseNet: n = {_span(self.layers_per_block)} layers per block"
             " (L = 3n+4, 6n+4 with B), "
             f"k in {{{', '.join(map(str, self.growth_rates))}}}, bottleneck on/off, "
-            f"θ in {{{', '.join(f'{t:g}' for t in self.compression)}}}, CIFAR stem"
+            f"θ in {{{', '.join(f'{t:g}' for t in self.compression)}}},"
+            f" dropout in {{{', '.join(f'{p:g}' for p in self.dropout)}}}, CIFAR stem"
         )
 
 
@@ -50,6 +52,7 @@ class WRNSpace:
     blocks_per_group: tuple[int, ...] = tuple(range(1, 25))  # N; depth 6N+4
     widen: tuple[int, ...] = tuple(range(1, 21))
     block_types: tuple[tuple[int, ...], ...] = tuple(WRN_BLOCK_TYPES.values())
+    dropout: tuple[float, ...] = (0.0, 0.3)  # the paper's 0.3 between convolutions (§2.4)
 
     def specs(self, num_classes: int = 10, in_channels: int = 3) -> Iterator[WRNSpec]:
         for block in self.block_types:
@@ -63,7 +66,8 @@ class WRNSpace:
         types = ", ".join(f"B({','.join(map(str, b))})" for b in self.block_types)
         return (
             f"WRN: N = {_span(self.blocks_per_group)} blocks per group (depth 6N+4),"
-            f" k = {_span(self.widen)}, {types}"
+            f" k = {_span(self.widen)}, {types},"
+            f" dropout in {{{', '.join(f'{p:g}' for p in self.dropout)}}}"
         )
 
 
@@ -124,6 +128,12 @@ class SpaceResult:
             raise DnasError(f"--csv {path}: cannot write it ({e.strerror or e})") from None
 
     @property
+    def dropout(self) -> dict[str, tuple[float, ...]]:
+        """The dropout rates ``dnas search`` tries with each architecture, per family."""
+        families = ALL if self.family == "all" else (self.family,)
+        return {f: SPACES[f].dropout for f in families}
+
+    @property
     def budget_text(self) -> str:
         return " and ".join(map(str, self.budgets)) or "no budget"
 
@@ -135,6 +145,7 @@ class SpaceResult:
             "total": self.total,
             "matching": len(self.rows),
             "seconds": self.seconds,
+            "dropout_searched": self.dropout,
             "flops_convention": "fvcore: 1 multiply-add = 1 flop, batch 1",
         }
 

@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # optuna is imported where it is used: `dnas --help` stays fa
 # Trial states as dnas sees them (a refinement of Optuna's).
 WAITING, RUNNING, TRAINED = "waiting", "running", "trained"
 OVER_BUDGET, SKIPPED, FAILED, PRUNED = "over budget", "skipped", "failed", "pruned"
+STOPPED = "stopped"  # trained to a lower rung only (multi-fidelity): not on the front
+REUSED = "reused"  # the same candidate as an earlier trial: its result, told again, not retrained
 
 # The user-attribute keys: the storage of TrialRecord.
 _STARTED = "started_training"  # set when a trial starts training (it may not have finished)
@@ -126,7 +128,7 @@ class TrialRecord:
     read (a damaged or foreign study), each left out of the record."""
 
     number: int
-    state: str  # waiting | running | trained | over budget | skipped | failed | pruned
+    state: str  # waiting | running | trained | stopped | reused | over budget | skipped | ...
     name: str | None = None
     family: str | None = None
     params: int | None = None
@@ -140,7 +142,11 @@ class TrialRecord:
     images_per_s: float | None = None
     device: str | None = None
     run_dir: str | None = None
-    note: str = ""  # why it failed, was pruned, rejected or skipped
+    settings: str | None = None  # the training settings (SearchConfig.training_key)
+    rungs: dict[int, float] = field(default_factory=dict)  # rung epochs -> validation accuracy
+    reused_from: int | None = None  # the trial whose result a duplicate reused
+    promoted: list[str] = field(default_factory=list)  # the rungs it passed, and how
+    note: str = ""  # why it failed, was pruned, stopped, rejected, skipped or reused
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -158,9 +164,10 @@ def _finite(x: object) -> bool:
 
 
 def record_proposal(trial: optuna.Trial, name: str, family: str, params: int, flops: int,
-                    violation: float) -> None:  # fmt: skip
+                    violation: float, settings: str) -> None:  # fmt: skip
     for key, value in (("name", name), ("family", family), ("params", params),
-                       ("flops", flops), ("violation", violation)):  # fmt: skip
+                       ("flops", flops), ("violation", violation),
+                       ("settings", settings)):  # fmt: skip
         trial.set_user_attr(key, value)
 
 
@@ -174,6 +181,8 @@ def record_skipped(trial: optuna.Trial, reason: str) -> None:
 
 def record_started(trial: optuna.Trial, device: str, run_dir: Path) -> None:
     trial.set_user_attr(_STARTED, True)
+    trial.set_user_attr("rungs", {})  # a retried trial inherits its original's attributes
+    trial.set_user_attr("promoted", [])
     trial.set_user_attr("device", device)
     trial.set_user_attr("run_dir", str(run_dir))
 
@@ -186,6 +195,24 @@ def record_result(trial: optuna.Trial, metrics: list[dict], wall_time_s: float,
     trial.set_user_attr("images_per_s", images_per_s)
 
 
+def record_rung(trial: optuna.Trial, rungs: dict[int, float]) -> None:
+    """The validation accuracy at every rung the trial has reached so far."""
+    trial.set_user_attr("rungs", {str(k): v for k, v in sorted(rungs.items())})
+
+
+def record_stopped(trial: optuna.Trial, reason: str) -> None:
+    trial.set_user_attr("stopped", reason)
+
+
+def record_promoted(trial: optuna.Trial, decisions: list[str]) -> None:
+    """Each rung the trial passed, and how: 'at epoch 1, promoted: place 2 of 7, ...'."""
+    trial.set_user_attr("promoted", decisions)
+
+
+def record_reused(trial: optuna.Trial, number: int) -> None:
+    trial.set_user_attr("reused_from", number)
+
+
 def record_failure(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr("failure", reason.splitlines()[0][:500] if reason else "failed")
 
@@ -193,6 +220,17 @@ def record_failure(trial: optuna.Trial, reason: str) -> None:
 def started(trial: optuna.trial.FrozenTrial) -> bool:
     a = trial.user_attrs
     return a.get(_STARTED) is True or a.get(_LEGACY_STARTED) is True
+
+
+def counts_towards_trials(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts towards the study's ``--trials``: it started training and is
+    training, finished, was pruned or failed by itself. A trial whose worker died (failed by the
+    heartbeat, with no failure of its own) does not: Optuna queues it again."""
+    from optuna.trial import TrialState as S
+
+    if not started(trial):
+        return False
+    return trial.state in (S.COMPLETE, S.PRUNED, S.RUNNING) or "failure" in trial.user_attrs
 
 
 class _Reader:
@@ -216,6 +254,28 @@ class _Reader:
             self.problems.append(f"{key}={_short(value)} is not a valid {kind.__name__}")
             return None
         return value
+
+    def texts(self, key: str) -> list[str]:
+        value = self.attrs.get(key)
+        if value is None:
+            return []
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        self.problems.append(f"{key}={_short(value)} is not a list of texts")
+        return []
+
+    def rungs(self) -> dict[int, float]:
+        value = self.attrs.get("rungs")
+        if value is None:
+            return {}
+        try:
+            out = {int(k): float(v) for k, v in value.items()}
+            if all(k > 0 and math.isfinite(v) for k, v in out.items()):
+                return out
+        except (AttributeError, TypeError, ValueError):
+            pass
+        self.problems.append(f"rungs={_short(value)} is not a map of epochs to accuracies")
+        return {}
 
     def metrics(self) -> list[dict]:
         value = self.attrs.get("metrics")
@@ -253,9 +313,13 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         images_per_s=r.get("images_per_s", float, lambda v: v >= 0),
         device=r.get("device", str),
         run_dir=r.get("run_dir", str),
+        settings=r.get("settings", str),
+        rungs=r.rungs(),
+        promoted=r.texts("promoted"),
+        reused_from=r.get("reused_from", int, lambda v: 0 <= v < trial.number),
     )
     rejected, skipped = r.get("rejected", str), r.get("skipped", str)
-    failure = r.get("failure", str)
+    failure, stopped = r.get("failure", str), r.get("stopped", str)
     curve = rec.curve
     if rejected and not rec.started:
         violation = f" (violation {rec.violation:+.2f})" if rec.violation is not None else ""
@@ -273,13 +337,19 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
             rec.note = "pruned before training"
     elif trial.state == S.COMPLETE:
         acc = trial.values[0] if trial.values else None
-        if rec.started and _finite(acc):
+        if rec.reused_from is not None and not rec.started and _finite(acc):
+            rec.state, rec.val_acc = REUSED, float(acc)
+            rec.note = f"the same candidate as trial {rec.reused_from}: its result, not retrained"
+        elif rec.started and _finite(acc) and stopped:
+            rec.state, rec.val_acc, rec.note = STOPPED, float(acc), stopped
+        elif rec.started and _finite(acc):
             rec.state, rec.val_acc = TRAINED, float(acc)
+            rec.note = "; ".join(rec.promoted)
         else:
             rec.state, rec.note = FAILED, "complete without a measured accuracy"
     elif trial.state == S.RUNNING:
         rec.state = RUNNING
-    if rec.epochs is None and curve and rec.state in (TRAINED, PRUNED):
+    if rec.epochs is None and curve and rec.state in (TRAINED, STOPPED, PRUNED):
         rec.epochs = curve[-1][0]
     if rec.wall_time_s is None and trial.duration is not None and rec.started:
         rec.wall_time_s = trial.duration.total_seconds()

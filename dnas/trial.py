@@ -1,16 +1,18 @@
-"""One search trial: an Optuna proposal -> spec -> exact cost -> (if within budget) training.
+"""One search trial: an Optuna proposal -> spec -> exact cost -> training, rung by rung.
 
-The budget is a hard constraint known before training: each proposal's cost is computed in
-closed form first; an over-budget proposal is never built and is told to the sampler as an
-infeasible trial (``trial.set_constraint``), so the sampler learns the infeasible region for free.
-What the trial produced is written through ``dnas.study``'s record functions.
+Proposals are within budget by construction (``dnas.proposal``); the budget is still checked on
+each proposal's exact cost, and one over it is never built and is told to the sampler as an
+infeasible trial (``trial.set_constraint``). What the trial produced is written through
+``dnas.study``'s record functions.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import optuna
 
@@ -18,36 +20,9 @@ from dnas import study as records
 from dnas.budget import Budget
 from dnas.config import Objective, SearchConfig
 from dnas.cost import Cost, count
-from dnas.datasets import DatasetInfo
-from dnas.space import ALL, SPACES
-from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, WRNSpec
-
-EpochCallback = Callable[[optuna.Trial, int, dict], None]
-
-
-def suggest_spec(trial: optuna.Trial, space: str, info: DatasetInfo) -> Spec:
-    """Draw an architecture from the default spaces (``dnas.space``) with Optuna's suggest API."""
-    family = trial.suggest_categorical("family", list(ALL)) if space == "all" else space
-    head = dict(num_classes=info.num_classes, in_channels=info.channels)
-    if family.startswith("densenet"):
-        s = SPACES[family]
-        n = trial.suggest_int(
-            "densenet_layers_per_block", min(s.layers_per_block), max(s.layers_per_block)
-        )
-        k = trial.suggest_categorical("densenet_growth_rate", list(s.growth_rates))
-        b = _choose(trial, "densenet_bottleneck", s.bottleneck)
-        theta = _choose(trial, "densenet_compression", s.compression)
-        return DenseNetSpec((6 if b else 3) * n + 4, k, b, theta, **head)
-    s = SPACES["wrn"]
-    n = trial.suggest_int("wrn_blocks_per_group", min(s.blocks_per_group), max(s.blocks_per_group))
-    k = trial.suggest_int("wrn_widen", min(s.widen), max(s.widen))
-    block = trial.suggest_categorical("wrn_block", list(WRN_BLOCK_TYPES))
-    return WRNSpec(6 * n + 4, k, WRN_BLOCK_TYPES[block], **head)
-
-
-def _choose(trial: optuna.Trial, name: str, choices: tuple):  # noqa: ANN202
-    """A categorical parameter, fixed (not suggested) when the space allows one value."""
-    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))
+from dnas.fidelity import Decision, decide
+from dnas.proposal import FeasibleSpace
+from dnas.spec import Spec
 
 
 def violation(budgets: tuple[Budget, ...], cost: Cost) -> float:
@@ -59,17 +34,46 @@ class StudyFull(optuna.TrialPruned):
     """Another worker took the study's last slot between this one's check and its proposal."""
 
 
+@dataclass(frozen=True)
+class EpochEvent:
+    """What a progress display needs after each epoch of a trial."""
+
+    number: int  # the trial
+    name: str
+    epoch: int  # 1-based
+    epochs: int  # the top rung
+    val_acc: float | None
+    images_per_s: float
+
+
+EpochCallback = Callable[[EpochEvent], None]
+
+
 @dataclass
 class TrialRunner:
-    """Optuna's objective for one worker: ``study.optimize(TrialRunner(...))``."""
+    """Optuna's objective for one worker: ``study.optimize(TrialRunner(...))``.
+
+    A trial proposes a candidate within budget (``dnas.proposal``), reuses the result of an
+    identical candidate the study already trained, and otherwise trains it rung by rung
+    (``dnas.fidelity``): from the checkpoint of the last rung, under a learning-rate schedule
+    defined over the top rung, so a candidate that reaches the top rung has exactly the weights
+    of one trained there directly.
+    """
 
     config: SearchConfig
     data: object  # dnas.data.DataSplits, loaded once per worker
     budgets: tuple[Budget, ...]
     device_name: str
     count_trained: Callable[[optuna.Study, int], int]  # trials trained, other than number N
-    on_epoch: EpochCallback = lambda *a: None
-    rejected: int = 0
+    on_epoch: EpochCallback = lambda e: None
+    deadline: float | None = None  # time.monotonic() after which training stops
+    rejected: int = 0  # proposals the budget guard refused (zero unless the budget is odd)
+    reused: int = 0  # duplicates answered with an earlier trial's result
+    duplicates_in_a_row: int = 0
+    space: FeasibleSpace = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.space = FeasibleSpace(self.config.space.value, self.data.info, self.budgets)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:
@@ -80,22 +84,33 @@ class TrialRunner:
             records.record_failure(trial, f"{type(e).__name__}: {e}")
             raise
 
-    def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        from dnas.train import TrainConfig, train
+    def _values(self, acc: float, cost: float) -> float | tuple[float, float]:
+        return (acc, cost) if self.config.objective is Objective.pareto else acc
 
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         info = self.data.info
-        spec = suggest_spec(trial, self.config.space.value, info)
+        spec = self.space.suggest(trial)
         cost = count(spec, (info.height, info.width))
         v = violation(self.budgets, cost)
-        records.record_proposal(trial, spec.name, spec.family, cost.params, cost.flops, v)
+        records.record_proposal(trial, spec.name, spec.family, cost.params, cost.flops, v,
+                                self.config.training_key)  # fmt: skip
         trial.set_constraint("budget", v)
-        pareto = self.config.objective is Objective.pareto
         objective_cost = float(getattr(cost, self.config.cost.value))
-        if v > 0:
-            # Never built: the sampler sees an infeasible trial and learns from it for free.
+        if v > 0:  # the guard: the proposal is never built, the sampler learns it for free
             self.rejected += 1
             records.record_rejected(trial, "over budget")
-            return (0.0, objective_cost) if pareto else 0.0
+            return self._values(0.0, objective_cost)
+        same = self._same_candidate(trial, spec.name)
+        if same is not None:
+            self.duplicates_in_a_row += 1
+            if same.state == records.RUNNING:
+                records.record_skipped(trial, f"the same candidate as trial {same.number},"
+                                       " which is still training")  # fmt: skip
+                raise optuna.TrialPruned(f"the same candidate as trial {same.number}")
+            self.reused += 1
+            records.record_reused(trial, same.number)
+            return self._values(same.val_acc, objective_cost)
+        self.duplicates_in_a_row = 0
         target = self.config.trials
         if target is not None and self.count_trained(trial.study, trial.number) >= target:
             trial.study.stop()
@@ -103,27 +118,84 @@ class TrialRunner:
             raise StudyFull("the study already has its trials")
         run_dir = records.trial_dir(self.config.trial_root, trial.number).resolve()
         records.record_started(trial, self.device_name, run_dir)
-        tcfg = TrainConfig(
-            recipe="fast",
-            epochs=self.config.epochs,
-            batch_size=self.config.batch_size,
-            lr=self.config.lr,
-            seed=self.config.seed + trial.number,
-            device=self.data.device.type,
-            train_subset=self.config.train_subset,
-            val_size=self.config.val_size,
-        )
+        acc = self._train(trial, spec, objective_cost, run_dir)
+        return self._values(acc, objective_cost)
+
+    def _same_candidate(self, trial: optuna.Trial, name: str) -> records.TrialRecord | None:
+        """An earlier trial of the same architecture and training settings that trained (to the
+        top rung, else to the rung where it stopped) or is training; None if there is none."""
+        found = []
+        for t in trial.study.get_trials(deepcopy=False):
+            rec = records.read(t)
+            if rec.number == trial.number or rec.name != name:
+                continue
+            if rec.settings == self.config.training_key and (
+                rec.state in (records.TRAINED, records.STOPPED)
+                or (rec.state == records.RUNNING and rec.started)
+            ):
+                found.append(rec)
+        order = (records.TRAINED, records.STOPPED, records.RUNNING)
+        return min(found, key=lambda r: (order.index(r.state), r.number), default=None)
+
+    def _train(self, trial: optuna.Trial, spec: Spec, cost: float, run_dir: Path) -> float:
+        """Train rung by rung; the accuracy at the rung where the candidate stopped."""
+        from dnas.train import TrainConfig, train
+
+        config = self.config
+        pareto = config.objective is Objective.pareto
+        rungs = config.rungs if pareto else (config.epochs,)  # single objective: Hyperband
+        tcfg = TrainConfig(recipe="fast", epochs=config.epochs, batch_size=config.batch_size,
+                           lr=config.lr, seed=config.seed + trial.number,
+                           device=self.data.device.type, train_subset=config.train_subset,
+                           val_size=config.val_size)  # fmt: skip
+        done = [0]  # epochs completed
 
         def on_epoch(epoch: int, metrics: dict) -> None:
-            self.on_epoch(trial, epoch, metrics)
+            done[0] = epoch
+            self.on_epoch(EpochEvent(trial.number, spec.name, epoch, config.epochs,
+                                     metrics["val_acc"], metrics["images_per_s"]))  # fmt: skip
             if not pareto:  # Optuna prunes single-objective studies only
                 trial.report(metrics["val_acc"], epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        result = train(spec, self.data, tcfg, run_dir=run_dir, on_epoch=on_epoch)
-        records.record_result(trial, result.metrics, result.wall_time_s, result.images_per_s)
-        acc = result.final_val_acc
-        if result.diverged or acc is None or math.isnan(acc):
-            raise RuntimeError(result.reason or "no validation accuracy")
-        return (float(acc), objective_cost) if pareto else float(acc)
+        reached: dict[int, float] = {}
+        promoted: list[str] = []
+        wall = 0.0
+        for i, rung in enumerate(rungs):
+            result = train(spec, self.data, tcfg, run_dir=run_dir, resume=i > 0, on_epoch=on_epoch,
+                           should_stop=lambda r=rung: done[0] >= r,
+                           on_progress=self._check_time)  # fmt: skip
+            wall += result.wall_time_s
+            records.record_result(trial, result.metrics, wall, result.images_per_s)
+            acc = result.final_val_acc
+            if result.diverged or acc is None or math.isnan(acc):
+                raise RuntimeError(result.reason or "no validation accuracy")
+            reached[rung] = acc
+            records.record_rung(trial, reached)
+            if rung == rungs[-1]:
+                break
+            decision = self._decide(trial, rung, acc, cost)
+            if not decision.promote:
+                records.record_stopped(trial, f"at epoch {rung}, {decision}")
+                break
+            promoted.append(f"at epoch {rung}, {decision}")
+            records.record_promoted(trial, promoted)
+        return acc
+
+    def _check_time(self, epoch: int, step: int, steps: int, running: dict) -> None:
+        """Called every few training steps: past the deadline (``--timeout``), the trial ends
+        here, pruned; its last completed epoch stays in its run folder."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise optuna.TrialPruned(f"cut by the time limit at epoch {epoch}, step {step}")
+
+    def _decide(self, trial: optuna.Trial, rung: int, acc: float, cost: float) -> Decision:
+        """Successive halving on the Pareto ranks among every candidate at this rung so far."""
+        metric = self.config.cost.value
+        points = {trial.number: (cost, acc)}
+        for rec in records.read_all(trial.study):
+            if (rec.number != trial.number and rung in rec.rungs
+                    and rec.settings == self.config.training_key
+                    and getattr(rec, metric) is not None):  # fmt: skip
+                points[rec.number] = (float(getattr(rec, metric)), rec.rungs[rung])
+        return decide(trial.number, points, self.config.reduction_factor)

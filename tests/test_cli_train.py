@@ -185,7 +185,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, idx: Path) -> No
         cwd=Path(__file__).parents[1],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": "2"},
+        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},  # same sums
     )
     deadline = time.time() + 120
     while not (cut / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:

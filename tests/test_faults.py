@@ -3,6 +3,7 @@ nothing written outside studies/ and reports/, and nothing completed lost."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 from dnas import study as records
 from dnas.config import make_config
 from dnas.errors import DnasError
-from dnas.search import SearchFailed, prepare, prune_checkpoints, search
+from dnas.search import MAX_DUPLICATES, SearchFailed, prepare, prune_checkpoints, search
 
 SMALL = ["-b", "20k-params", "-b", "3M-flops", "--dataset", "fashion-mnist", "--epochs", "1",
          "--train-subset", "300", "--val-size", "200", "--batch-size", "64"]  # fmt: skip
@@ -219,3 +220,19 @@ def test_space_csv_to_an_unwritable_path_is_one_line(tmp_path, monkeypatch):
 def test_a_directory_as_study_file_is_one_line(tmp_path, monkeypatch):
     result = run_cli(tmp_path, monkeypatch, "search", "--config", str(tmp_path))
     assert result.exit_code == 2 and "a directory, not a study file" in result.output
+
+
+def test_a_search_asking_for_more_candidates_than_exist_ends(tmp_path, monkeypatch):
+    """Under 3k parameters the densenet-bc space holds one architecture, with and without
+    dropout: two candidates. Asked for 10 trials, the search trains both, answers the repeated
+    proposals from the study, and stops once a run of them says the space is exhausted."""
+    result = run_cli(tmp_path, monkeypatch, "search", "-b", "3k-params", "--space",
+                     "densenet-bc", "--dataset", "fashion-mnist", "--epochs", "1",
+                     "--train-subset", "300", "--val-size", "200", "--trials", "10", "--study",
+                     "few", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout[result.stdout.index("{") :])
+    assert data["trained"] == 2 and data["retrained_duplicates"] == 0 and data["exhausted"]
+    assert data["reused"] >= MAX_DUPLICATES and {
+        m["name"].split("-drop")[0] for m in data["front"]
+    } == {"densenet-bc-10-k4"}

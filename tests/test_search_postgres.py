@@ -81,7 +81,7 @@ def test_three_workers_one_study(postgres, tmp_path):
         "--dataset",
         "fashion-mnist",
         "--epochs",
-        "1",
+        "2",  # multi-fidelity on: rungs of 1 and 2 epochs
         "--train-subset",
         "200",
         "--val-size",
@@ -127,3 +127,9 @@ def test_three_workers_one_study(postgres, tmp_path):
     assert len({t.user_attrs["run_dir"] for t in trained}) == len(
         trained
     )  # no trial trained twice
+    # Rung decisions were taken on the shared storage: a stopped candidate stopped at rung 1.
+    recs = [records.read(t) for t in study.trials]
+    assert all(set(r.rungs) == {1} for r in recs if r.state == records.STOPPED)
+    assert all(set(r.rungs) == {1, 2} for r in recs if r.state == records.TRAINED)
+    names = {r.number: r.name for r in recs}
+    assert all(names[r.reused_from] == r.name for r in recs if r.state == records.REUSED)

@@ -1,0 +1,130 @@
+"""Proposals that are within budget by construction, drawn with Optuna's suggest API.
+
+The default spaces (``dnas.space``) are mostly over any small budget: drawn uniformly, three in
+four DenseNet/WRN candidates exceed 1M parameters. Here the choices that bound the cost least
+come first and are drawn from fixed lists (family, bottleneck, compression, block type, dropout:
+only the values some candidate within budget has), and the two that bound it most come last, as
+positions in the range the earlier choices leave feasible:
+
+    DenseNet: bottleneck, θ, dropout -> growth rate k -> layers per block n
+    WRN:      block type, dropout    -> widen factor k -> blocks per group N
+
+``*_growth`` and ``*_depth`` are fractions in [0, 1): 0 is the smallest feasible value, values
+near 1 the largest. The sampler learns over these fixed distributions (so TPE's model stays
+valid across trials), and the closed-form cost (``dnas.cost``) makes the feasible ranges cheap:
+each is computed once per combination of earlier choices and cached.
+
+A combination of earlier choices that leaves nothing feasible (only possible when a budget is so
+tight that, say, bottleneck alone fits and θ = 1 alone fits but not both) yields the smallest
+candidate of that combination, which the caller's guard rejects and counts.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from dnas.budget import Budget, allows_all
+from dnas.cost import count
+from dnas.datasets import DatasetInfo
+from dnas.space import ALL, SPACES, DenseNetSpace, WRNSpace
+from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, WRNSpec
+
+if TYPE_CHECKING:
+    import optuna
+
+_BLOCK_NAMES = {v: k for k, v in WRN_BLOCK_TYPES.items()}
+
+
+class FeasibleSpace:
+    """The part of a design space (``all``, ``densenet``, ``densenet-bc``, ``wrn``) within
+    ``budgets`` on one dataset, and a way to draw from it."""
+
+    def __init__(self, space: str, info: DatasetInfo, budgets: tuple[Budget, ...]) -> None:
+        self.info, self.budgets = info, budgets
+        self.size = (info.height, info.width)
+        self.spaces = {f: SPACES[f] for f in (ALL if space == "all" else (space,))}
+        # The fixed lists: the values that some candidate within budget takes.
+        self.choices: dict[str, dict[str, list]] = {}
+        for fam, s in self.spaces.items():
+            if isinstance(s, DenseNetSpace):
+                pairs = [(b, t) for b in s.bottleneck for t in s.compression
+                         if self._growths(fam, b, t)]  # fmt: skip
+                self.choices[fam] = {
+                    "bottleneck": [b for b in s.bottleneck if any(p[0] == b for p in pairs)],
+                    "compression": [t for t in s.compression if any(p[1] == t for p in pairs)],
+                }
+            else:
+                self.choices[fam] = {"block": [b for b in s.block_types if self._widens(b)]}
+        self.families = [f for f, c in self.choices.items() if all(c.values())]
+
+    def empty(self) -> bool:
+        return not self.families
+
+    # ---- feasible ranges (cost is monotone in depth and width; each value is checked anyway)
+
+    def _fits(self, spec: Spec) -> bool:
+        return allows_all(self.budgets, count(spec, self.size))
+
+    def _densenet(self, b: bool, theta: float, k: int, n: int) -> DenseNetSpec:
+        head = dict(num_classes=self.info.num_classes, in_channels=self.info.channels)
+        return DenseNetSpec((6 if b else 3) * n + 4, k, b, theta, **head)
+
+    def _wrn(self, block: tuple[int, ...], k: int, n: int) -> WRNSpec:
+        return WRNSpec(6 * n + 4, k, block, num_classes=self.info.num_classes,
+                       in_channels=self.info.channels)  # fmt: skip
+
+    @functools.cache  # noqa: B019 - one instance per worker, a few hundred entries
+    def _depths(self, fam: str, b: bool, theta: float, k: int) -> tuple[int, ...]:
+        s = self.spaces[fam]
+        return tuple(n for n in s.layers_per_block if self._fits(self._densenet(b, theta, k, n)))
+
+    @functools.cache  # noqa: B019
+    def _growths(self, fam: str, b: bool, theta: float) -> tuple[int, ...]:
+        return tuple(k for k in self.spaces[fam].growth_rates if self._depths(fam, b, theta, k))
+
+    @functools.cache  # noqa: B019
+    def _wrn_depths(self, block: tuple[int, ...], k: int) -> tuple[int, ...]:
+        s = self.spaces["wrn"]
+        return tuple(n for n in s.blocks_per_group if self._fits(self._wrn(block, k, n)))
+
+    @functools.cache  # noqa: B019
+    def _widens(self, block: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(k for k in self.spaces["wrn"].widen if self._wrn_depths(block, k))
+
+    # ---- drawing
+
+    def suggest(self, trial: optuna.Trial) -> Spec:
+        """One candidate; within budget unless the earlier choices leave nothing feasible."""
+        family = _choose(trial, "family", self.families)
+        choices = self.choices[family]
+        if family.startswith("densenet"):
+            s: DenseNetSpace = self.spaces[family]
+            b = _choose(trial, "densenet_bottleneck", choices["bottleneck"])
+            theta = _choose(trial, "densenet_compression", choices["compression"])
+            dropout = _choose(trial, "densenet_dropout", s.dropout)
+            growths = self._growths(family, b, theta) or s.growth_rates[:1]
+            k = _pick(trial, "densenet_growth", growths)
+            n = _pick(trial, "densenet_depth", self._depths(family, b, theta, k) or (1,))
+            return replace(self._densenet(b, theta, k, n), dropout=float(dropout))
+        s: WRNSpace = self.spaces["wrn"]
+        block = WRN_BLOCK_TYPES[
+            _choose(trial, "wrn_block", [_BLOCK_NAMES[b] for b in choices["block"]])
+        ]
+        dropout = _choose(trial, "wrn_dropout", s.dropout)
+        k = _pick(trial, "wrn_widen", self._widens(block) or s.widen[:1])
+        n = _pick(trial, "wrn_depth", self._wrn_depths(block, k) or (1,))
+        return replace(self._wrn(block, k, n), dropout=float(dropout))
+
+
+def _choose(trial: optuna.Trial, name: str, choices: list | tuple):  # noqa: ANN202
+    """A categorical parameter, fixed (not suggested) when there is one choice."""
+    choices = list(choices)
+    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
+
+
+def _pick(trial: optuna.Trial, name: str, values: tuple[int, ...]) -> int:
+    """One of ``values`` (ascending) by a fraction in [0, 1) the sampler draws."""
+    u = trial.suggest_float(name, 0.0, 1.0)
+    return values[min(len(values) - 1, int(u * len(values)))]

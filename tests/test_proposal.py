@@ -1,0 +1,104 @@
+"""Proposals within budget by construction (dnas.proposal), checked against brute force."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from dnas.budget import allows_all, parse_budgets
+from dnas.config import SearchConfig
+from dnas.cost import count
+from dnas.datasets import DATASETS
+from dnas.proposal import FeasibleSpace
+from dnas.search import make_sampler
+from dnas.space import candidates, within
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+@pytest.mark.parametrize(
+    "space, budgets",
+    [
+        ("all", ["1M-params", "20M-flops"]),
+        ("densenet", ["20k-params", "3M-flops"]),
+        ("densenet-bc", ["200k-params"]),
+        ("wrn", ["60k-params", "10M-flops"]),
+    ],
+)
+def test_random_proposals_are_all_within_budget_and_reach_the_whole_feasible_set(space, budgets):
+    info, budgets = DATASETS["fashion-mnist"], parse_budgets(budgets)
+    fs = FeasibleSpace(space, info, budgets)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(400):
+        trial = study.ask()
+        spec = fs.suggest(trial)
+        assert allows_all(budgets, count(spec, (28, 28))), spec.name
+        seen.add(spec.name.split("-drop")[0])
+        study.tell(trial, 0.0)
+    # Every proposal is one of the enumerated space's candidates within budget (brute force).
+    family = "densenet" if space == "densenet-bc" else space
+    names = {c.spec.name for c in within(budgets, list(candidates(family, info)))}
+    assert seen <= names and len(seen) >= min(len(names), 40)
+
+
+@pytest.mark.parametrize("b, theta, k", [(False, 1.0, 12), (True, 0.5, 8), (False, 0.25, 16)])
+def test_the_last_choice_spans_exactly_the_feasible_depths(b, theta, k):
+    """Fraction 0 draws n = 1 and a fraction near 1 the deepest network within budget, which
+    brute force over the enumerated space finds independently."""
+    info, budgets = DATASETS["fashion-mnist"], parse_budgets(["1M-params", "20M-flops"])
+    fs = FeasibleSpace("densenet", info, budgets)
+    feasible = [
+        c.spec
+        for c in within(budgets, list(candidates("densenet", info)))
+        if (c.spec.bottleneck, c.spec.compression) == (b, theta)
+    ]
+    fits = [s.depth for s in feasible if s.growth_rate == k]
+    growths = fs._growths("densenet", b, theta)
+    assert set(growths) == {s.growth_rate for s in feasible}
+    u_k = (growths.index(k) + 0.5) / len(growths)
+    drawn = []
+    for u in (0.0, 0.9999):
+        params = {"densenet_bottleneck": b, "densenet_compression": theta, "densenet_dropout": 0,
+                  "densenet_growth": u_k, "densenet_depth": u}  # fmt: skip
+        drawn.append(fs.suggest(optuna.trial.FixedTrial(params)).depth)
+    assert drawn == [min(fits), max(fits)]
+
+
+def test_dropout_is_searched_with_the_papers_values():
+    info, budgets = DATASETS["fashion-mnist"], parse_budgets(["1M-params"])
+    fs = FeasibleSpace("all", info, budgets)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    drops = {"densenet": set(), "wrn": set()}
+    for _ in range(200):
+        trial = study.ask()
+        spec = fs.suggest(trial)
+        drops[spec.family].add(spec.dropout)
+        study.tell(trial, 0.0)
+    assert drops == {"densenet": {0.0, 0.2}, "wrn": {0.0, 0.3}}
+
+
+def test_a_budget_no_wrn_meets_leaves_only_densenets():
+    # The smallest WRN (wrn-10-1) has 77,850 parameters on Fashion-MNIST by dnas.cost.
+    fs = FeasibleSpace("all", DATASETS["fashion-mnist"], parse_budgets(["20k-params"]))
+    assert fs.families == ["densenet"]
+    assert FeasibleSpace("wrn", DATASETS["fashion-mnist"], parse_budgets(["20k-params"])).empty()
+
+
+def test_the_default_sampler_learns_over_the_fractions():
+    """Told that accuracy grows with FLOPs, TPE (dnas's default sampler, seeded: deterministic)
+    ends with candidates nearer the FLOPs budget than random sampling over the same fractions."""
+    info, budgets = DATASETS["fashion-mnist"], parse_budgets(["1M-params", "20M-flops"])
+    fs = FeasibleSpace("all", info, budgets)
+    last = {}
+    for name, sampler in (("tpe", make_sampler(SearchConfig())),
+                          ("random", optuna.samplers.RandomSampler(seed=0))):  # fmt: skip
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        flops = []
+        for _ in range(40):
+            trial = study.ask()
+            flops.append(count(fs.suggest(trial), (28, 28)).flops)
+            study.tell(trial, flops[-1] / 20e6)
+        assert max(flops) <= 20e6
+        last[name] = sum(flops[-10:]) / 10
+    assert last["tpe"] > 1.2 * last["random"]
