@@ -209,6 +209,11 @@ def record_promoted(trial: optuna.Trial, decisions: list[str]) -> None:
     trial.set_user_attr("promoted", decisions)
 
 
+def record_pruned(trial: optuna.Trial, reason: str) -> None:
+    """Why the trial ended pruned: Hyperband, the time limit, a duplicate still training."""
+    trial.set_user_attr("pruned", reason)
+
+
 def record_reused(trial: optuna.Trial, number: int) -> None:
     trial.set_user_attr("reused_from", number)
 
@@ -319,7 +324,7 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         reused_from=r.get("reused_from", int, lambda v: 0 <= v < trial.number),
     )
     rejected, skipped = r.get("rejected", str), r.get("skipped", str)
-    failure, stopped = r.get("failure", str), r.get("stopped", str)
+    failure, stopped, pruned = r.get("failure", str), r.get("stopped", str), r.get("pruned", str)
     curve = rec.curve
     if rejected and not rec.started:
         violation = f" (violation {rec.violation:+.2f})" if rec.violation is not None else ""
@@ -332,9 +337,7 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         rec.state = PRUNED
         if curve:
             rec.val_acc = curve[-1][1]
-            rec.note = f"pruned after epoch {curve[-1][0]}"
-        else:
-            rec.note = "pruned before training"
+        rec.note = pruned or (f"pruned after epoch {curve[-1][0]}" if curve else "pruned")
     elif trial.state == S.COMPLETE:
         acc = trial.values[0] if trial.values else None
         if rec.reused_from is not None and not rec.started and _finite(acc):

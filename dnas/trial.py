@@ -78,7 +78,8 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:
             return self._run(trial)
-        except optuna.TrialPruned:
+        except optuna.TrialPruned as e:
+            records.record_pruned(trial, str(e))
             raise
         except Exception as e:  # a bad proposal, an OOM, a bug: recorded, the study goes on
             records.record_failure(trial, f"{type(e).__name__}: {e}")

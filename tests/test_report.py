@@ -15,7 +15,7 @@ from dnas.pareto import hypervolume
 from dnas.report import build_report_data, render_html, write_report
 from dnas.report import data as rd
 from dnas.spec import DenseNetSpec
-from dnas.study import FAILED, OVER_BUDGET, PRUNED, TRAINED, read_all
+from dnas.study import FAILED, OVER_BUDGET, PRUNED, STOPPED, TRAINED, read_all
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -388,3 +388,24 @@ def test_cli_prints_one_warning_line_per_trial(tmp_path, monkeypatch):
     metrics = "warning: trial 6: metrics='x' is not a list of per-epoch records; left out"
     assert metrics in lines
     assert (tmp_path / "reports" / "demo" / "index.html").exists()
+
+
+def test_a_candidate_stopped_at_a_lower_rung_is_drawn_apart_and_never_on_the_front(tmp_path):
+    study = small_study("rungs")
+    stopped = trial("densenet-bc-16-k6", 100_000, 0.99, rungs={"1": 0.99}, stopped="at epoch 1,"
+                    " stopped: place 3 of 3, best 1 continue")  # fmt: skip
+    promoted = trial("densenet-bc-22-k4", 200_000, 0.65, rungs={"1": 0.3, "2": 0.65},
+                     promoted=["at epoch 1, promoted: place 1 of 1, best 1 continue"])  # fmt: skip
+    study.add_trials([stopped, promoted])
+    rows = read_all(study)
+    info = rd.study_info(study, rows)
+    data = rd.pareto_data(rows, info, "params", [])
+    # Its accuracy (at epoch 1) would dominate the whole front; it is not a full-training result.
+    assert [r.name for r in data.stopped] == ["densenet-bc-16-k6"]
+    assert "densenet-bc-16-k6" not in {r.name for r in data.front + data.trained}
+    assert "densenet-bc-22-k4" in {r.name for r in data.front}
+    by_name = {r.name: r for r in rows}
+    assert by_name["densenet-bc-16-k6"].state == STOPPED
+    assert by_name["densenet-bc-22-k4"].note.startswith("at epoch 1, promoted: place 1 of 1")
+    html = write_report(study, tmp_path / "r").read_text()
+    assert "stopped at a lower rung" in html and "rungs reached: 1, 2" in html

@@ -56,6 +56,10 @@ def pareto_figure(data: ParetoData, info: StudyInfo):  # noqa: ANN201 - a go.Fig
         rows = [r for r in data.trained if (r.family or "?") == family]
         marker = dict(color=family_color(family), size=7, opacity=0.6)
         top.append(trial_points(rows, m, f"{family} trials", marker=marker))
+    if data.stopped:
+        marker = dict(symbol="diamond-open", color=GREY, size=7)
+        name = "stopped at a lower rung (acc there)"
+        top.append(trial_points(data.stopped, m, name, marker=marker))
     if data.pruned:
         marker = dict(symbol="circle-open", color=GREY, size=7)
         top.append(trial_points(data.pruned, m, "pruned (last reported acc)", marker=marker))
@@ -72,7 +76,7 @@ def pareto_figure(data: ParetoData, info: StudyInfo):  # noqa: ANN201 - a go.Fig
         )
     if data.references:
         top.append(_references(data.references, m))
-    measured = data.trained + data.front + data.pruned
+    measured = data.trained + data.front + data.pruned + data.stopped
     accs = [r.val_acc for r in measured] + [r.accuracy for r in data.references]
     lo, hi = (min(accs), max(accs)) if accs else (0.0, 1.0)
     for i, limit in enumerate(data.budgets):

@@ -1,6 +1,7 @@
 """The scatter traces every figure of the report repeats: points (or lines) with hover text.
 
-Trials show their name, state, costs, accuracy, epochs and training time on hover, escaped.
+Trials show their name, state, costs, accuracy, epochs (and rungs) and training time on hover,
+escaped; the note says where a candidate was stopped or promoted.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ def num(n: float | None, fmt: str = ",") -> str:
 def hover(r: TrialRecord) -> str:
     """A trial's hover text (HTML, escaped)."""
     acc = "not measured" if r.val_acc is None else f"{r.val_acc:.4f}"
+    rungs = f" (rungs reached: {', '.join(map(str, sorted(r.rungs)))})" if r.rungs else ""
     text = (
         f"<b>{esc(r.name or '?')}</b> (trial {r.number}, {esc(r.state)})"
         f"<br>params {num(r.params)}<br>FLOPs {num(r.flops)}"
-        f"<br>val acc {acc} after {num(r.epochs, '')} epochs"
+        f"<br>val acc {acc} after {num(r.epochs, '')} epochs{rungs}"
         f"<br>training time {num(r.wall_time_s, '.1f')} s"
     )
     return f"{text}<br>{esc(r.note)}" if r.note else text
