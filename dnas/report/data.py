@@ -20,7 +20,8 @@ import optuna
 from dnas.budget import Budget, BudgetError, parse_budget
 from dnas.errors import DnasError
 from dnas.pareto import front, hypervolume, nondominated
-from dnas.study import FAILED, OVER_BUDGET, PRUNED, TRAINED, TrialRecord, read_all
+from dnas.study import FAILED, OVER_BUDGET, PRUNED, STOPPED, TRAINED, TrialRecord, read
+from dnas.trial_table import load_trials
 
 MIN_IMPORTANCE_TRIALS = 10
 COSTS = ("params", "flops")
@@ -66,6 +67,7 @@ class ParetoData:
     trained: list[TrialRecord]  # trained, off the front
     front: list[TrialRecord]  # cheapest first
     pruned: list[TrialRecord]  # with a partial accuracy
+    stopped: list[TrialRecord]  # stopped at a lower rung (multi-fidelity), its accuracy there
     untrained: list[TrialRecord]  # over budget, failed or pruned before training, with a cost
     budgets: list[int]  # limits on this metric
     references: list[Reference]
@@ -255,6 +257,7 @@ def pareto_data(
         trained=[r for r in _measured(records, TRAINED, metric) if r.number not in on_front],
         front=members,
         pruned=_measured(records, PRUNED, metric),
+        stopped=_measured(records, STOPPED, metric),
         untrained=[
             r
             for r in records
@@ -300,10 +303,17 @@ def history(records: list[TrialRecord], info: StudyInfo) -> HistoryData:
 
 
 def importances(
-    study: optuna.Study, records: list[TrialRecord], minimum: int = MIN_IMPORTANCE_TRIALS
+    study: optuna.Study,
+    records: list[TrialRecord],
+    minimum: int = MIN_IMPORTANCE_TRIALS,
+    trials: list[optuna.trial.FrozenTrial] | None = None,
 ) -> ImportanceData:
     """PED-ANOVA importances of the architecture parameters for validation accuracy, per family
-    (the two families' parameters never occur together), over the trained trials only."""
+    (the two families' parameters never occur together), over the trained trials only.
+
+    Args:
+        trials: the study's trials, as ``load_trials`` reads them; None: read them here.
+    """
     by_family: dict[str, list[int]] = {}
     for r in records:
         if r.state == TRAINED:
@@ -312,6 +322,10 @@ def importances(
     candidates = list(by_family.items())
     if len(by_family) > 1:
         candidates.insert(0, ("all", [n for numbers in by_family.values() for n in numbers]))
+    if any(len(numbers) >= minimum for _, numbers in candidates):
+        trained = sorted(n for numbers in by_family.values() for n in numbers)
+        held = _trained_in_memory(study, trained, trials)
+        index = {n: i for i, n in enumerate(trained)}  # trial numbers in ``held``
     for group, numbers in candidates:
         if len(numbers) < minimum:
             reasons.append(
@@ -319,10 +333,26 @@ def importances(
             )
             continue
         try:
-            groups[group] = _ped_anova(study, set(numbers), drop_family=group != "all")
+            chosen = {index[n] for n in numbers}
+            groups[group] = _ped_anova(held, chosen, drop_family=group != "all")
         except (RuntimeError, ValueError, ZeroDivisionError) as e:
             reasons.append(f"{group}: {e}".splitlines()[0])
     return ImportanceData(groups, "; ".join(reasons))
+
+
+def _trained_in_memory(
+    study: optuna.Study, numbers: list[int], trials: list[optuna.trial.FrozenTrial] | None
+) -> optuna.Study:
+    """A study in memory holding trials ``numbers`` (complete) of ``study``, renumbered from 0 in
+    that order, with only their parameters and values. Optuna's importance evaluators read a
+    study: this one never makes them reload a stored study's every trial through Optuna."""
+    by_number = {t.number: t for t in (load_trials(study) if trials is None else trials)}
+    held = optuna.create_study(directions=study.directions)
+    held.add_trials(
+        optuna.trial.create_trial(params=t.params, distributions=t.distributions, values=t.values)
+        for t in (by_number[n] for n in numbers)
+    )
+    return held
 
 
 def _ped_anova(study: optuna.Study, numbers: set[int], drop_family: bool) -> dict[str, float]:
@@ -416,11 +446,17 @@ def build_report_data(
         base: where relative run directories are also looked for (``dnas search`` records them
             relative to its working directory), e.g. the directory that holds ``studies/``.
     """
-    records = read_all(study)
+    trials = load_trials(study)
+    records = [read(t) for t in trials]
     info = study_info(study, records)
     refs = references(info.dataset)
     pareto = {m: pareto_data(records, info, m, refs) for m in COSTS}
     reuse = front_reuse(pareto[info.cost].front, reuse_top, base) if reuse_top else ReuseData()
     return ReportData(
-        info, records, pareto, history(records, info), importances(study, records), reuse
+        info,
+        records,
+        pareto,
+        history(records, info),
+        importances(study, records, trials=trials),
+        reuse,
     )
