@@ -45,8 +45,8 @@ def profile(
         Optional[int],
         typer.Option(
             min=1,
-            help="Timed runs per measurement, after warm-up; the median is reported"
-            " [default: as many as fit in a few seconds, at least 5].",
+            help="Timed runs per measurement, after warm-up; the fastest is reported"
+            " [default: as many as fit in a few seconds, at least 3; more on a busy machine].",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
@@ -125,7 +125,7 @@ def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
         "train step ms",
         "train img/s",
         "peak train memory",
-        title=f"measured, batch {r.batch_size}, after warm-up: median (min-max) of"
+        title=f"measured, batch {r.batch_size}, after warm-up: the fastest (median, slowest) of"
         f" {_runs(r.speed, 'forward_spread')} forward and {_runs(r.speed, 'train_step_spread')}"
         " training-step runs",
     )
@@ -141,9 +141,16 @@ def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
     out.print(speed)
     if not all(s.forward_spread.steady and s.train_step_spread.steady for s in r.speed):
         out.print(
-            "[yellow]timings scattered by more than 10% between runs (a busy machine?):"
-            " compare them with care, or rerun[/yellow]"
+            "[yellow]the fastest quarter of the runs scattered by more than 10% (a busy"
+            " machine?): compare the timings with care, or rerun[/yellow]"
         )
+    if r.shared:
+        out.print(
+            f"[yellow]other processes kept {r.cpu_busy_elsewhere:.1f} CPU cores busy while this"
+            " was measured: the timings are of a shared machine (several times slower than idle"
+            " on a small one); rerun when it is idle[/yellow]"
+        )
+    out.print(f"time statistic: {r.statistic}")
     out.print(f"memory: {r.speed[0].memory_method}")
     if len(r.speed) == 2:
         a, b = r.speed
@@ -165,8 +172,8 @@ def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
         )
 
 
-def _ms(median: float, spread) -> str:  # noqa: ANN001 - a dnas.profile.Spread
-    return f"{median:.1f} ({spread.min_ms:.1f}-{spread.max_ms:.1f})"
+def _ms(fastest: float, spread) -> str:  # noqa: ANN001 - a dnas.profile.Spread
+    return f"{fastest:.1f} ({spread.median_ms:.1f}, {spread.max_ms:.1f})"
 
 
 def _runs(speed: list, field: str) -> int:

@@ -186,8 +186,25 @@ def test_study_names_are_checked_where_studies_are_opened(tmp_path):
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     """SIGINT while a trial trains: one line saying what is kept and how to resume, exit 130,
     no traceback; the interrupted trial's checkpoint is not left behind."""
-    args = [sys.executable, "-m", "dnas_cli.main", "search", *SMALL, "--train-subset", "3000",
-            "--epochs", "3", "--trials", "3", "--space", "densenet", "--study", "c"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "dnas_cli.main",
+        "search",
+        *SMALL,
+        "--train-subset",
+        "3000",
+        "--epochs",
+        "3",
+        "--min-epochs",
+        "3",
+        "--trials",
+        "20",
+        "--space",
+        "densenet",
+        "--study",
+        "c",
+    ]  # fmt: skip (full-fidelity trials: still training at the signal)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip

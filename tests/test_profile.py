@@ -1,13 +1,26 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 
+from dnas import profile as profile_module
 from dnas.datasets import dataset_info
 from dnas.names import parse_name
-from dnas.profile import MAX_REPEATS, MIN_REPEATS, Spread, default_batch_size, profile, time_runs
+from dnas.profile import (
+    BUSY_ELSEWHERE,
+    MAX_REPEATS,
+    MIN_REPEATS,
+    PATIENCE,
+    STATISTIC,
+    BusyElsewhere,
+    Spread,
+    default_batch_size,
+    profile,
+    time_runs,
+)
 
 CPU = torch.device("cpu")
 
@@ -18,8 +31,75 @@ def test_runs_take_turns_in_alternating_order_after_an_untimed_warm_up() -> None
     assert "".join(log) == "ab" + "ab" + "ba" + "ab"
     assert [len(t) for t in times] == [3, 3]
     log.clear()
-    time_runs([lambda: log.append("a")], CPU, repeats=2, warm_up=False)
-    assert log == ["a", "a"]
+    assert time_runs([lambda: log.append("a")], CPU, repeats=2)[0][0] >= 0
+    assert log == ["a"] * 3
+
+
+def test_spread() -> None:
+    s = Spread.of([0.013, 0.010, 0.012, 0.030, 0.011])
+    assert (s.min_ms, s.q1_ms, s.median_ms, s.q3_ms, s.max_ms, s.repeats) == pytest.approx(
+        (10, 11, 12, 13, 30, 5)
+    )
+    assert Spread.of([0.005]) == Spread(5.0, 5.0, 5.0, 5.0, 5.0, 1)
+
+
+def test_runs_are_steady_when_the_fastest_quarter_is_within_ten_percent_of_the_fastest() -> None:
+    # A busy machine: the median is three times the fastest, but two runs were undisturbed.
+    assert Spread.of([1.0, 1.05, 3.0, 4.0, 5.0]).steady
+    # A quiet machine after one lucky run: the fastest stands alone.
+    assert not Spread.of([1.0, 1.2, 1.21, 1.22, 1.23]).steady
+    assert Spread.of([1.0, 1.1, 1.1, 1.1, 1.1]).steady and Spread.of([2.0]).steady
+
+
+class Clock:
+    """Stands in for ``time`` in dnas.profile: each run of ``step`` lasts the next duration."""
+
+    def __init__(self, durations: list[float]) -> None:
+        self.now, self.durations = 0.0, iter(durations)
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def step(self) -> None:
+        self.now += next(self.durations)
+
+
+@pytest.mark.parametrize(
+    "durations, busy_elsewhere, timed",
+    [
+        # warm-up, then quiet runs: as many as fit in timed_s (2 s)
+        ([9.0] + [0.5] * 9, 0.0, [0.5] * 4),
+        # a busy start: on past timed_s until the fastest runs agree
+        ([0.1, 0.5, 2.0, 1.5, 0.52, 9.0], 0.0, [0.5, 2.0, 1.5, 0.52]),
+        # busy throughout: on until PATIENCE * timed_s
+        ([0.1, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 9.0], 0.0, [1.0, 1.5, 2.0, 2.5, 3.0]),
+        # steady, but another process kept a core busy: maybe all alike slowed, so on as well
+        ([0.1] + [0.5] * 20, 1.0, [0.5] * 16),
+    ],
+)
+def test_auto_repeats_go_on_while_a_busy_machine_leaves_no_run_undisturbed(
+    monkeypatch, durations: list[float], busy_elsewhere: float, timed: list[float]
+) -> None:
+    clock = Clock(durations)
+    monkeypatch.setattr(profile_module, "time", clock)
+    monkeypatch.setattr(
+        profile_module, "_cpu_seconds_elsewhere", lambda: busy_elsewhere * clock.now
+    )
+    assert PATIENCE * 2.0 == 8.0 and MIN_REPEATS <= 4
+    assert time_runs([clock.step], CPU, timed_s=2.0) == [pytest.approx(timed)]  # warm-up untimed
+
+
+def test_busy_elsewhere_is_the_other_processes_cpu_time_over_the_wall_time(monkeypatch) -> None:
+    clock, seconds = Clock([2.0]), iter([10.0, 13.0])
+    monkeypatch.setattr(profile_module, "time", clock)
+    monkeypatch.setattr(profile_module, "_cpu_seconds_elsewhere", lambda: next(seconds))
+    with BusyElsewhere() as busy:
+        clock.step()
+    assert busy.cores == pytest.approx(1.5)
+    monkeypatch.setattr(profile_module, "_cpu_seconds_elsewhere", lambda: None)  # no /proc/stat
+    with BusyElsewhere() as busy:
+        clock.now += 1.0
+    assert busy.cores is None
 
 
 def test_auto_repeats_reach_the_minimum_and_the_time() -> None:
@@ -27,13 +107,6 @@ def test_auto_repeats_reach_the_minimum_and_the_time() -> None:
     times = time_runs([lambda: time.sleep(0.002)], CPU, timed_s=0.03)
     assert len(times[0]) >= MIN_REPEATS and time.perf_counter() - t0 >= 0.03
     assert len(time_runs([lambda: None], CPU, timed_s=60)[0]) == MAX_REPEATS
-
-
-def test_spread() -> None:
-    s = Spread.of([0.010, 0.012, 0.011, 0.013, 0.030])
-    assert (s.min_ms, s.q1_ms, s.q3_ms, s.max_ms, s.repeats) == pytest.approx((10, 11, 13, 30, 5))
-    assert not s.steady and Spread.of([0.1, 0.101, 0.102, 0.1]).steady
-    assert Spread.of([0.005]) == Spread(5.0, 5.0, 5.0, 5.0, 1)
 
 
 def test_default_batch_size() -> None:
@@ -49,7 +122,12 @@ def test_profile_a_tiny_densenet_with_both_variants() -> None:
     assert [s.memory_efficient for s in r.speed] == [False, True]
     for s in r.speed:
         assert s.train_step_spread.repeats == s.forward_spread.repeats == 2
-        assert s.train_step_spread.min_ms <= s.train_step_ms <= s.train_step_spread.max_ms
-        assert s.forward_spread.min_ms <= s.forward_ms <= s.forward_spread.max_ms
+        assert s.train_step_ms == s.train_step_spread.min_ms  # the headline is the fastest run
+        assert s.forward_ms == s.forward_spread.min_ms
+        assert s.train_images_per_s == pytest.approx(2e3 / s.train_step_ms)
+    assert r.statistic == STATISTIC and r.to_dict()["statistic"].startswith("min")
+    assert r.cpu_busy_elsewhere is None or r.cpu_busy_elsewhere >= 0
+    assert replace(r, cpu_busy_elsewhere=BUSY_ELSEWHERE).shared
+    assert not replace(r, cpu_busy_elsewhere=None).shared
     assert "timing the train step in turns" in steps
     assert r.to_dict()["speed"][1]["train_step_spread"]["repeats"] == 2

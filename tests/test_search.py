@@ -234,6 +234,8 @@ def test_killed_worker_loses_no_completed_trial(tmp_path):
     )  # the killed one, marked by the heartbeat
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # the retraining reads all 60,000 training images
 def test_accuracy_objective_reports_epochs_and_retrains_on_test(tmp_path):
     cfg = tiny(
         tmp_path,
