@@ -197,9 +197,9 @@ def run_worker(
     stop: list[str] = []
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        trained = trained_count(study)
-        accs = [r.val_acc for r in records.read_all(study) if r.state == records.TRAINED]
-        on_trial(TrialEvent(records.read(trial), trained, config.trials, max(accs, default=None)))
+        (event,) = _events(study.get_trials(deepcopy=False), [trial.number], config.trials)
+        on_trial(event)
+        trained = event.trained
         if (reason := _same_failures(study)) is not None:
             stop.append(reason)
         if runner.rejected > MAX_REJECTED:
@@ -274,15 +274,20 @@ def _report_new(study: optuna.Study, config: SearchConfig, reported: set[int],
                 on_trial: TrialCallback) -> None:  # fmt: skip
     """Call ``on_trial`` for every finished trial not reported yet."""
     trials = study.get_trials(deepcopy=False)
-    fresh = [t for t in trials if t.state.is_finished() and t.number not in reported]
-    if not fresh:
-        return
-    recs = [records.read(t) for t in trials]
-    best = max((r.val_acc for r in recs if r.state == records.TRAINED), default=None)
+    fresh = [t.number for t in trials if t.state.is_finished() and t.number not in reported]
+    for event in _events(trials, fresh, config.trials):
+        reported.add(event.record.number)
+        on_trial(event)
+
+
+def _events(trials: list, numbers: list[int], target: int | None) -> list[TrialEvent]:
+    """Progress events for trials ``numbers``, from one read of the study's trials."""
+    if not numbers:
+        return []
+    recs = {t.number: records.read(t) for t in trials}
+    best = max((r.val_acc for r in recs.values() if r.state == records.TRAINED), default=None)
     trained = sum(records.counts_towards_trials(t) for t in trials)
-    for t in fresh:
-        reported.add(t.number)
-        on_trial(TrialEvent(records.read(t), trained, config.trials, best))
+    return [TrialEvent(recs[n], trained, target, best) for n in numbers]
 
 
 # ---- summary, checkpoints, retraining ---------------------------------------------------------

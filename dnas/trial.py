@@ -68,7 +68,6 @@ class TrialRunner:
     on_epoch: EpochCallback = lambda e: None
     deadline: float | None = None  # time.monotonic() after which training stops
     rejected: int = 0  # proposals the budget guard refused (zero unless the budget is odd)
-    reused: int = 0  # duplicates answered with an earlier trial's result
     duplicates_in_a_row: int = 0
     space: FeasibleSpace = field(init=False)
 
@@ -108,7 +107,6 @@ class TrialRunner:
                 records.record_skipped(trial, f"the same candidate as trial {same.number},"
                                        " which is still training")  # fmt: skip
                 raise optuna.TrialPruned(f"the same candidate as trial {same.number}")
-            self.reused += 1
             records.record_reused(trial, same.number)
             return self._values(same.val_acc, objective_cost)
         self.duplicates_in_a_row = 0

@@ -205,7 +205,8 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
         "--study",
         "c",
     ]  # fmt: skip (full-fidelity trials: still training at the signal)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # One thread: on a loaded 2-core machine two OpenMP threads per process can run 20x slower.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.time() + 120
