@@ -10,7 +10,9 @@ Each is trained once to the top rung with the search's recipe
 (a schedule over the top rung, as multi-fidelity uses it), and its validation accuracy is kept
 after every epoch. Prints Kendall's tau between the ranking after each epoch and the ranking at
 the top, and between parameter count alone and the top (the baseline any proxy must beat).
-Writes the table as JSON to --out.
+Writes the table as JSON to --out after every architecture; run again with a larger --archs, it
+keeps the rows already there (same epochs, subset, validation size and seed) and spreads the new
+architectures over the rest of the budget in the same way.
 """
 
 from __future__ import annotations
@@ -33,9 +35,15 @@ from dnas.space import candidates, within  # noqa: E402
 from dnas.train import TrainConfig, train  # noqa: E402
 
 
-def spread(budgets: tuple[str, ...], count: int) -> list:
-    """``count`` feasible candidates nearest parameter counts evenly spaced in log scale."""
+def spread(budgets: tuple[str, ...], count: int, exclude: frozenset[str] = frozenset()) -> list:
+    """``count`` feasible candidates nearest parameter counts evenly spaced in log scale (none
+    of those named in ``exclude``)."""
     feasible = within(parse_budgets(budgets), list(candidates("all", DATASETS["fashion-mnist"])))
+    feasible = [c for c in feasible if c.spec.name not in exclude]
+    if count <= 0:
+        return []
+    if count == 1:
+        return feasible[:1]
     feasible.sort(key=lambda c: (c.cost.params, c.spec.name))
     lo, hi = math.log(feasible[0].cost.params), math.log(feasible[-1].cost.params)
     picks = []
@@ -57,9 +65,11 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/fidelity.json")
     args = parser.parse_args()
     data = load_data("fashion-mnist", None, "cpu", args.val_size, args.train_subset, DATA_SEED)
-    rows = []
+    out = Path(args.out)
+    rows = _earlier_rows(out, args)
     t0 = time.perf_counter()
-    for c in spread(tuple(args.budget), args.archs):
+    new = spread(tuple(args.budget), args.archs - len(rows), frozenset(r["name"] for r in rows))
+    for c in new:
         config = TrainConfig(epochs=args.epochs, seed=args.seed, train_subset=args.train_subset,
                              val_size=args.val_size)  # fmt: skip
         r = train(c.spec, data, config)
@@ -69,6 +79,8 @@ def main() -> None:
         print(f"{c.spec.name:36s} {c.cost.params:>9,} params {c.cost.flops / 1e6:6.1f}M flops"
               f"  val acc by epoch {' '.join(f'{a:.4f}' for a in accs)}  {r.wall_time_s:.0f} s",
               flush=True)  # fmt: skip
+        _write(out, args, rows, {})
+    rows.sort(key=lambda r: r["params"])
     top = [r["val_acc"][-1] for r in rows]
     taus = {f"epoch {e + 1}": kendall_tau([r["val_acc"][e] for r in rows], top)
             for e in range(args.epochs - 1)}  # fmt: skip
@@ -78,9 +90,27 @@ def main() -> None:
           f" {time.perf_counter() - t0:.0f} s):")  # fmt: skip
     for k, v in taus.items():
         print(f"  {k:12s} {v:+.3f}")
-    out = Path(args.out)
+    _write(out, args, rows, taus)
+
+
+SAME_RUN = ("epochs", "train_subset", "val_size", "seed", "budget")
+
+
+def _earlier_rows(out: Path, args: argparse.Namespace) -> list[dict]:
+    """The rows of an earlier run with the same training settings, to extend rather than redo."""
+    if not out.exists():
+        return []
+    earlier = json.loads(out.read_text())
+    if any(earlier["args"].get(k) != getattr(args, k) for k in SAME_RUN):
+        return []
+    return earlier["rows"][: args.archs]
+
+
+def _write(out: Path, args: argparse.Namespace, rows: list[dict], taus: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows, "tau": taus}, indent=1))
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"args": vars(args), "rows": rows, "tau": taus}, indent=1))
+    tmp.replace(out)
 
 
 if __name__ == "__main__":

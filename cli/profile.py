@@ -125,6 +125,7 @@ def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
         "train step ms",
         "train img/s",
         "peak train memory",
+        "predicted (error)",
         title=f"measured, batch {r.batch_size}, after warm-up: the fastest (median, slowest) of"
         f" {_runs(r.speed, 'forward_spread')} forward and {_runs(r.speed, 'train_step_spread')}"
         " training-step runs",
@@ -137,6 +138,7 @@ def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
             _ms(s.train_step_ms, s.train_step_spread),
             f"{s.train_images_per_s:.1f}",
             f"{s.peak_train_memory_bytes / 2**20:.1f} MiB",
+            f"{s.predicted_train_memory_bytes / 2**20:.1f} MiB ({100 * s.memory_error:+.1f}%)",
         )
     out.print(speed)
     if not all(s.forward_spread.steady and s.train_step_spread.steady for s in r.speed):
@@ -151,7 +153,10 @@ def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
             " on a small one); rerun when it is idle[/yellow]"
         )
     out.print(f"time statistic: {r.statistic}")
-    out.print(f"memory: {r.speed[0].memory_method}")
+    out.print(
+        f"memory: {r.speed[0].memory_method}; predicted from the spec alone (dnas.memory:"
+        " fp32, SGD with Nesterov momentum, the first step)"
+    )
     if len(r.speed) == 2:
         a, b = r.speed
         saved = 1 - b.peak_train_memory_bytes / a.peak_train_memory_bytes

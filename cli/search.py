@@ -25,10 +25,16 @@ def _opt(help: str, default: object = None, *names: str) -> typer.models.OptionI
     return typer.Option(*names, help=help.replace("[", "\\["), show_default=False)
 
 
+BUDGET_HELP = (
+    "1M-params, 300M-flops, 2G-memory (predicted training memory at --batch-size, G = GiB),"
+    " ...; repeat: all must hold."
+)
+
+
 def search(
     budget: Annotated[
         Optional[list[str]],
-        _opt("1M-params, 300M-flops, ...; repeat: all must hold.", D.budgets[0], "--budget", "-b"),
+        _opt(BUDGET_HELP, D.budgets[0], "--budget", "-b"),
     ] = None,
     space: Annotated[Optional[Space], _opt("Design space.", D.space)] = None,
     dataset: Annotated[

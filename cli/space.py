@@ -25,7 +25,13 @@ class Family(str, Enum):
 class SortKey(str, Enum):
     params = "params"
     flops = "flops"
+    memory = "memory"
     name = "name"
+
+
+class MemoryDevice(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 SPACE_HELP = (
@@ -43,9 +49,22 @@ def space(
         typer.Option(
             "--budget",
             "-b",
-            help="e.g. 1M-params, 800k-params, 300M-flops, 0.5G-flops; repeat: all must hold.",
+            help="e.g. 1M-params, 300M-flops, 2G-memory (predicted training memory at"
+            " --batch-size, G = GiB); repeat: all must hold.",
         ),
     ] = None,
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Add a column: the predicted peak memory of an fp32 training step at this batch"
+            " (a memory budget alone predicts it at the search's default batch, 128).",
+        ),
+    ] = None,
+    device: Annotated[
+        MemoryDevice,
+        typer.Option(help="Whose kernels the memory prediction follows."),
+    ] = MemoryDevice.cpu,
     dataset: Annotated[
         DatasetName, typer.Option(help="Sets classes, channels and input size.")
     ] = DatasetName.cifar10,  # type: ignore[attr-defined]
@@ -64,8 +83,9 @@ def space(
 
     with user_errors():
         result = search_space(
-            family.value, dataset.value, tuple(budget or ()), sort.value, reverse
-        )
+            family.value, dataset.value, tuple(budget or ()), sort.value, reverse,
+            batch_size, device.value,
+        )  # fmt: skip
         if csv_path:
             result.write_csv(csv_path)
         rows = result.rows[:limit] if limit else result.rows
@@ -77,16 +97,16 @@ def space(
             f"{len(result.rows):,} meet {result.budget_text}"
             f" (counted in {result.seconds * 1e3:.0f} ms)"
         )
-        table = Table("name", "family", "depth", "params", "FLOPs (fvcore)", "MACs (conv+linear)")
+        columns = ["name", "family", "depth", "params", "FLOPs (fvcore)", "MACs (conv+linear)"]
+        if result.batch_size is not None:
+            columns.append(f"train memory, batch {result.batch_size} ({result.device})")
+        table = Table(*columns)
         for r in rows:
-            table.add_row(
-                r["name"],
-                r["family"],
-                str(r["depth"]),
-                f"{r['params']:,}",
-                f"{r['flops']:,}",
-                f"{r['macs']:,}",
-            )
+            cells = [r["name"], r["family"], str(r["depth"]), f"{r['params']:,}",
+                     f"{r['flops']:,}", f"{r['macs']:,}"]  # fmt: skip
+            if "memory" in r:
+                cells.append(f"{r['memory'] / 2**20:,.1f} MiB")
+            table.add_row(*cells)
         out.print(table)
         if limit and len(result.rows) > limit:
             out.print(

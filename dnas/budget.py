@@ -1,6 +1,10 @@
-"""Budgets: ``1M-params``, ``800k-params``, ``300M-flops``, ``0.5G-flops``; several must all hold.
+"""Budgets: ``1M-params``, ``800k-params``, ``300M-flops``, ``0.5G-flops``, ``2G-memory``; several
+must all hold.
 
 FLOP budgets are in fvcore's convention (one multiply-add = one flop), as every FLOP dnas prints.
+Memory budgets bound the predicted peak memory of a training step (``dnas.memory``) at the
+search's batch size, in bytes with binary prefixes (``2G-memory`` is 2 GiB), as GPU memory is
+quoted.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from dnas.cost import Cost
 from dnas.errors import DnasError
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
-_BUDGET = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)\s*([kmg]?)-(params|flops)$", re.IGNORECASE)
-EXAMPLE = "1M-params, 800k-params, 300M-flops or 0.5G-flops"
+_BINARY = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}  # memory
+_BUDGET = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)\s*([kmg]?)-(params|flops|memory)$", re.IGNORECASE)
+EXAMPLE = "1M-params, 800k-params, 300M-flops, 0.5G-flops or 2G-memory"
 
 
 class BudgetError(DnasError):
@@ -23,13 +28,22 @@ class BudgetError(DnasError):
 
 @dataclass(frozen=True)
 class Budget:
-    metric: Literal["params", "flops"]
-    limit: int
+    metric: Literal["params", "flops", "memory"]
+    limit: int  # parameters, flops or bytes
 
     def allows(self, cost: Cost) -> bool:
-        return getattr(cost, self.metric) <= self.limit
+        return self.used(cost) <= self.limit
+
+    def used(self, cost: Cost) -> int:
+        """What ``cost`` spends of this budget (a memory budget needs ``cost.memory``)."""
+        value = getattr(cost, self.metric)
+        if value is None:
+            raise ValueError("a memory budget needs the cost's memory: count(..., batch_size=)")
+        return value
 
     def __str__(self) -> str:
+        if self.metric == "memory":
+            return f"{human_bytes(self.limit)}-memory"
         return f"{human(self.limit)}-{self.metric}"
 
 
@@ -37,12 +51,15 @@ def parse_budget(text: str) -> Budget:
     m = _BUDGET.match(text.strip())
     if not m:
         raise BudgetError(
-            f"bad budget {text!r}: write a number, an optional k/M/G and -params or -flops,"
-            f" e.g. {EXAMPLE}"
+            f"bad budget {text!r}: write a number, an optional k/M/G and -params, -flops or"
+            f" -memory, e.g. {EXAMPLE}"
         )
-    value = float(m[1]) * _UNITS[m[2].lower()]
-    if value <= 0:
-        raise BudgetError(f"bad budget {text!r}: the limit must be positive, e.g. {EXAMPLE}")
+    units = _BINARY if m[3].lower() == "memory" else _UNITS
+    value = float(m[1]) * units[m[2].lower()]
+    if not 1 <= value < 2**63:
+        raise BudgetError(
+            f"bad budget {text!r}: the limit must be at least 1 and below 2^63, e.g. {EXAMPLE}"
+        )
     return Budget(m[3].lower(), int(value))  # type: ignore[arg-type]
 
 
@@ -54,9 +71,22 @@ def allows_all(budgets: tuple[Budget, ...], cost: Cost) -> bool:
     return all(b.allows(cost) for b in budgets)
 
 
+def needs_memory(budgets: tuple[Budget, ...]) -> bool:
+    """Whether checking ``budgets`` needs a memory prediction (the one cost that needs a batch)."""
+    return any(b.metric == "memory" for b in budgets)
+
+
 def human(n: float) -> str:
     """1234567 -> '1.23M' (for display; exact figures are printed beside it where they matter)."""
     for unit, scale in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:g}"
+
+
+def human_bytes(n: float) -> str:
+    """2147483648 -> '2G' (binary prefixes, as memory is quoted: G = GiB)."""
+    for unit, scale in (("G", 2**30), ("M", 2**20), ("k", 2**10)):
         if abs(n) >= scale:
             return f"{n / scale:.3g}{unit}"
     return f"{n:g}"

@@ -116,6 +116,13 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         return rungs(self.min_epochs, self.epochs, self.reduction_factor)
 
     @property
+    def train_batch_size(self) -> int:
+        """The batch each trial trains with (what a memory budget is predicted at)."""
+        from dnas.recipes import fast_recipe
+
+        return self.batch_size or fast_recipe().batch_size
+
+    @property
     def training_key(self) -> str:
         """What, besides the architecture, decides a trial's result: two trials with the same
         architecture and key are the same candidate (a duplicate is never trained twice). The

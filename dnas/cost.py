@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dnas.memory import training_memory
 from dnas.spec import DenseNetSpec, Spec, SpecError, WRNSpec
 
 
@@ -30,6 +31,7 @@ class Cost:
     params: int
     flops: int
     macs: int
+    memory: int | None = None  # predicted peak bytes of a training step (dnas.memory), if asked
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -129,9 +131,21 @@ def stages(spec: Spec, input_size: tuple[int, int] = (32, 32)) -> list[Stage]:
     return _wrn_stages(spec, h, w)
 
 
-def count(spec: Spec, input_size: tuple[int, int] = (32, 32)) -> Cost:
-    """Exact totals for one spec (see the module docstring for the conventions)."""
+def count(
+    spec: Spec,
+    input_size: tuple[int, int] = (32, 32),
+    batch_size: int | None = None,
+    device: str = "cpu",
+) -> Cost:
+    """Exact totals for one spec (see the module docstring for the conventions); with a
+    ``batch_size``, also the predicted peak memory of a training step on ``device``."""
     parts = stages(spec, input_size)
+    memory = None
+    if batch_size is not None:
+        memory = training_memory(spec, batch_size, input_size, device=device).peak
     return Cost(
-        sum(s.params for s in parts), sum(s.flops for s in parts), sum(s.macs for s in parts)
+        sum(s.params for s in parts),
+        sum(s.flops for s in parts),
+        sum(s.macs for s in parts),
+        memory,
     )

@@ -22,6 +22,7 @@ from dnas.cost import Stage, stages
 from dnas.datasets import DatasetInfo
 from dnas.device import device_name, resolve_device
 from dnas.flops import fvcore_count
+from dnas.memory import training_memory
 from dnas.models import build
 from dnas.spec import DenseNetSpec, Spec
 from dnas.zoo import PAPER_MODELS, PaperModel
@@ -81,6 +82,12 @@ class Speed:
     memory_method: str
     forward_spread: Spread
     train_step_spread: Spread
+    predicted_train_memory_bytes: int  # dnas.memory, from the spec alone
+
+    @property
+    def memory_error(self) -> float:
+        """The prediction's error relative to the measured peak (0.01 = 1% over)."""
+        return self.predicted_train_memory_bytes / self.peak_train_memory_bytes - 1
 
 
 @dataclass
@@ -105,7 +112,10 @@ class ProfileResult:
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for row, s in zip(d["speed"], self.speed):
+            row["predicted_memory_error"] = s.memory_error
+        return d
 
     @property
     def shared(self) -> bool:
@@ -329,6 +339,7 @@ def measure_speed(
                 memory[i][1],
                 Spread.of(times["forward"][i]),
                 Spread.of(times["train step"][i]),
+                training_memory(spec, batch_size, dataset.input_size[1:], me, device.type).peak,
             )
         )
     return speed

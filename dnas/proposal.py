@@ -22,10 +22,10 @@ candidate of that combination, which the caller's guard rejects and counts.
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from dnas.budget import Budget, allows_all
+from dnas.budget import Budget, allows_all, needs_memory
 from dnas.cost import count
 from dnas.datasets import DatasetInfo
 from dnas.space import ALL, SPACES, DenseNetSpace, WRNSpace
@@ -41,9 +41,19 @@ class FeasibleSpace:
     """The part of a design space (``all``, ``densenet``, ``densenet-bc``, ``wrn``) within
     ``budgets`` on one dataset, and a way to draw from it."""
 
-    def __init__(self, space: str, info: DatasetInfo, budgets: tuple[Budget, ...]) -> None:
+    def __init__(
+        self,
+        space: str,
+        info: DatasetInfo,
+        budgets: tuple[Budget, ...],
+        batch_size: int = 128,
+        device: str = "cpu",
+    ) -> None:
+        """``batch_size`` and ``device`` matter only to a memory budget (``dnas.memory``)."""
         self.info, self.budgets = info, budgets
         self.size = (info.height, info.width)
+        self.batch = batch_size if needs_memory(budgets) else None
+        self.device = device
         self.spaces = {f: SPACES[f] for f in (ALL if space == "all" else (space,))}
         # The fixed lists: the values that some candidate within budget takes.
         self.choices: dict[str, dict[str, list]] = {}
@@ -62,36 +72,51 @@ class FeasibleSpace:
     def empty(self) -> bool:
         return not self.families
 
-    # ---- feasible ranges (cost is monotone in depth and width; each value is checked anyway)
+    # ---- feasible ranges (every cost grows with depth: the first depth over budget ends them)
 
     def _fits(self, spec: Spec) -> bool:
-        return allows_all(self.budgets, count(spec, self.size))
+        return allows_all(self.budgets, count(spec, self.size, self.batch, self.device))
 
-    def _densenet(self, b: bool, theta: float, k: int, n: int) -> DenseNetSpec:
+    def _prefix(self, specs: Iterator[Spec]) -> int:
+        """How many of ``specs`` (shallowest first) fit before the first that does not."""
+        n = 0
+        for spec in specs:
+            if not self._fits(spec):
+                break
+            n += 1
+        return n
+
+    def _densenet(self, b: bool, theta: float, k: int, n: int, p: float = 0.0) -> DenseNetSpec:
         head = dict(num_classes=self.info.num_classes, in_channels=self.info.channels)
-        return DenseNetSpec((6 if b else 3) * n + 4, k, b, theta, **head)
+        return DenseNetSpec((6 if b else 3) * n + 4, k, b, theta, p, **head)
 
-    def _wrn(self, block: tuple[int, ...], k: int, n: int) -> WRNSpec:
-        return WRNSpec(6 * n + 4, k, block, num_classes=self.info.num_classes,
+    def _wrn(self, block: tuple[int, ...], k: int, n: int, p: float = 0.0) -> WRNSpec:
+        return WRNSpec(6 * n + 4, k, block, p, num_classes=self.info.num_classes,
                        in_channels=self.info.channels)  # fmt: skip
 
+    def _dropout(self, p: float) -> float:
+        """Dropout costs memory (its masks), nothing else: without a memory budget the ranges
+        are the same for every rate, so they are computed once."""
+        return float(p) if self.batch is not None else 0.0
+
     @functools.cache  # noqa: B019 - one instance per worker, a few hundred entries
-    def _depths(self, fam: str, b: bool, theta: float, k: int) -> tuple[int, ...]:
-        s = self.spaces[fam]
-        return tuple(n for n in s.layers_per_block if self._fits(self._densenet(b, theta, k, n)))
+    def _depths(self, fam: str, b: bool, theta: float, k: int, p: float) -> tuple[int, ...]:
+        ns = sorted(self.spaces[fam].layers_per_block)
+        return tuple(ns[: self._prefix(self._densenet(b, theta, k, n, p) for n in ns)])
 
     @functools.cache  # noqa: B019
-    def _growths(self, fam: str, b: bool, theta: float) -> tuple[int, ...]:
-        return tuple(k for k in self.spaces[fam].growth_rates if self._depths(fam, b, theta, k))
+    def _growths(self, fam: str, b: bool, theta: float, p: float = 0.0) -> tuple[int, ...]:
+        ks = self.spaces[fam].growth_rates
+        return tuple(k for k in ks if self._depths(fam, b, theta, k, p))
 
     @functools.cache  # noqa: B019
-    def _wrn_depths(self, block: tuple[int, ...], k: int) -> tuple[int, ...]:
-        s = self.spaces["wrn"]
-        return tuple(n for n in s.blocks_per_group if self._fits(self._wrn(block, k, n)))
+    def _wrn_depths(self, block: tuple[int, ...], k: int, p: float) -> tuple[int, ...]:
+        ns = sorted(self.spaces["wrn"].blocks_per_group)
+        return tuple(ns[: self._prefix(self._wrn(block, k, n, p) for n in ns)])
 
     @functools.cache  # noqa: B019
-    def _widens(self, block: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(k for k in self.spaces["wrn"].widen if self._wrn_depths(block, k))
+    def _widens(self, block: tuple[int, ...], p: float = 0.0) -> tuple[int, ...]:
+        return tuple(k for k in self.spaces["wrn"].widen if self._wrn_depths(block, k, p))
 
     # ---- drawing
 
@@ -103,19 +128,21 @@ class FeasibleSpace:
             s: DenseNetSpace = self.spaces[family]
             b = _choose(trial, "densenet_bottleneck", choices["bottleneck"])
             theta = _choose(trial, "densenet_compression", choices["compression"])
-            dropout = _choose(trial, "densenet_dropout", s.dropout)
-            growths = self._growths(family, b, theta) or s.growth_rates[:1]
+            dropout = float(_choose(trial, "densenet_dropout", s.dropout))
+            p = self._dropout(dropout)
+            growths = self._growths(family, b, theta, p) or s.growth_rates[:1]
             k = _pick(trial, "densenet_growth", growths)
-            n = _pick(trial, "densenet_depth", self._depths(family, b, theta, k) or (1,))
-            return replace(self._densenet(b, theta, k, n), dropout=float(dropout))
+            n = _pick(trial, "densenet_depth", self._depths(family, b, theta, k, p) or (1,))
+            return self._densenet(b, theta, k, n, dropout)
         s: WRNSpace = self.spaces["wrn"]
         block = WRN_BLOCK_TYPES[
             _choose(trial, "wrn_block", [_BLOCK_NAMES[b] for b in choices["block"]])
         ]
-        dropout = _choose(trial, "wrn_dropout", s.dropout)
-        k = _pick(trial, "wrn_widen", self._widens(block) or s.widen[:1])
-        n = _pick(trial, "wrn_depth", self._wrn_depths(block, k) or (1,))
-        return replace(self._wrn(block, k, n), dropout=float(dropout))
+        dropout = float(_choose(trial, "wrn_dropout", s.dropout))
+        p = self._dropout(dropout)
+        k = _pick(trial, "wrn_widen", self._widens(block, p) or s.widen[:1])
+        n = _pick(trial, "wrn_depth", self._wrn_depths(block, k, p) or (1,))
+        return self._wrn(block, k, n, dropout)
 
 
 def _choose(trial: optuna.Trial, name: str, choices: list | tuple):  # noqa: ANN202

@@ -23,7 +23,7 @@ import optuna
 
 from dnas import pareto
 from dnas import study as records
-from dnas.budget import parse_budgets
+from dnas.budget import needs_memory, parse_budgets
 from dnas.config import Objective, Sampler, SearchConfig
 from dnas.device import Device
 from dnas.errors import DnasError
@@ -451,10 +451,13 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -
     from dnas.device import resolve_device
     from dnas.space import search_space
 
+    device = Device(resolve_device(config.device.value))
     if not config.dataset.startswith("imagefolder:"):
         info = dataset_info(config.dataset)
-        search_space(config.space.value, info.name, config.budgets)  # raises if none fits
-    device = Device(resolve_device(config.device.value))
+        batch = config.train_batch_size if needs_memory(parse_budgets(config.budgets)) else None
+        # raises if none fits
+        search_space(config.space.value, info.name, config.budgets, batch_size=batch,
+                     device=device.value)  # fmt: skip
     workers = config.workers
     capacity = worker_capacity(device.value)
     if workers > capacity:

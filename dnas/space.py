@@ -9,10 +9,10 @@ changes no cost: it is searched (``dnas.proposal``) but not enumerated here.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dnas.budget import Budget, allows_all
+from dnas.budget import Budget, allows_all, needs_memory
 from dnas.cost import Cost, count
 from dnas.datasets import DatasetInfo
 from dnas.errors import DnasError
@@ -106,6 +106,49 @@ def within(budgets: tuple[Budget, ...], cands: list[Candidate]) -> list[Candidat
     return [c for c in cands if allows_all(budgets, c.cost)]
 
 
+def _shape_key(spec: Spec) -> tuple:
+    """Everything but the depth: candidates with the same key differ only in depth."""
+    if isinstance(spec, DenseNetSpec):
+        return ("densenet", spec.growth_rate, spec.bottleneck, spec.compression)
+    return ("wrn", spec.widen, spec.block)
+
+
+def _shallowest(cands: list[Candidate]) -> list[Candidate]:
+    first: dict[tuple, Candidate] = {}
+    for c in cands:
+        key = _shape_key(c.spec)
+        if key not in first or c.spec.depth < first[key].spec.depth:
+            first[key] = c
+    return list(first.values())
+
+
+def with_memory(
+    cands: list[Candidate],
+    batch_size: int,
+    dataset: DatasetInfo,
+    device: str = "cpu",
+    limit: int | None = None,
+) -> list[Candidate]:
+    """The candidates with their predicted training memory at ``batch_size`` (``dnas.memory``).
+
+    With a ``limit`` (bytes), only those within it: memory grows with depth, so once one
+    candidate is over, the deeper ones of the same shape are skipped without a prediction.
+    """
+    size = (dataset.height, dataset.width)
+    over: dict[tuple, int] = {}  # shape -> the shallowest depth found over the limit
+    kept = []
+    for c in sorted(cands, key=lambda c: (_shape_key(c.spec), c.spec.depth)):
+        key = _shape_key(c.spec)
+        if key in over:
+            continue
+        memory = count(c.spec, size, batch_size, device).memory
+        if limit is not None and memory > limit:
+            over[key] = c.spec.depth
+            continue
+        kept.append(Candidate(c.spec, replace(c.cost, memory=memory)))
+    return kept
+
+
 @dataclass
 class SpaceResult:
     family: str
@@ -114,6 +157,8 @@ class SpaceResult:
     total: int
     rows: list[dict]  # the candidates that meet every budget, sorted
     seconds: float  # enumeration + exact counting time
+    batch_size: int | None = None  # what the memory column is predicted at (None: no column)
+    device: str = "cpu"
 
     def write_csv(self, path: str | Path) -> None:
         """Every matching row, one line each, to ``path`` (a DnasError if it cannot be written)."""
@@ -147,11 +192,19 @@ class SpaceResult:
             "seconds": self.seconds,
             "dropout_searched": self.dropout,
             "flops_convention": "fvcore: 1 multiply-add = 1 flop, batch 1",
+            **(
+                {}
+                if self.batch_size is None
+                else {
+                    "memory": f"predicted peak bytes of an fp32 SGD training step, batch"
+                    f" {self.batch_size}, {self.device} (dnas.memory)"
+                }
+            ),
         }
 
 
 def row(c: Candidate) -> dict:
-    return {
+    r = {
         "name": c.spec.name,
         "family": c.spec.family,
         "depth": c.spec.depth,
@@ -159,6 +212,9 @@ def row(c: Candidate) -> dict:
         "flops": c.cost.flops,
         "macs": c.cost.macs,
     }
+    if c.cost.memory is not None:
+        r["memory"] = c.cost.memory
+    return r
 
 
 def search_space(
@@ -167,8 +223,13 @@ def search_space(
     budget_texts: tuple[str, ...] = (),
     sort: str = "params",
     reverse: bool = False,
+    batch_size: int | None = None,
+    device: str = "cpu",
 ) -> SpaceResult:
     """Enumerate a family's default space on a dataset and keep what meets every budget.
+
+    With a ``batch_size`` (or a memory budget, which is then predicted at the search's default
+    batch), every row also has its predicted training memory on ``device``.
 
     Raises:
         DnasError: for a malformed budget, or one that no candidate meets (saying what the
@@ -176,23 +237,38 @@ def search_space(
     """
     import time
 
-    from dnas.budget import human, parse_budgets
+    from dnas.budget import human, human_bytes, parse_budgets
     from dnas.datasets import dataset_info
 
     budgets = parse_budgets(budget_texts)
     info = dataset_info(dataset)
+    if batch_size is None and needs_memory(budgets):
+        from dnas.recipes import fast_recipe
+
+        batch_size = fast_recipe().batch_size
+    if sort == "memory" and batch_size is None:
+        raise DnasError("--sort memory needs a memory column: give --batch-size")
     t0 = time.perf_counter()
     cands = list(candidates(family, info))
+    kept = within(tuple(b for b in budgets if b.metric != "memory"), cands)
+    if batch_size is not None:
+        limit = min((b.limit for b in budgets if b.metric == "memory"), default=None)
+        kept = with_memory(kept, batch_size, info, device, limit)
     seconds = time.perf_counter() - t0
-    kept = within(budgets, cands)
     if not kept:
         smallest = {m: min(getattr(c.cost, m) for c in cands) for m in ("params", "flops")}
+        memory = ""
+        if batch_size is not None:  # memory grows with depth: the shallowest of each shape
+            least = min(with_memory(_shallowest(cands), batch_size, info, device),
+                        key=lambda c: c.cost.memory)  # fmt: skip
+            memory = f" and {human_bytes(least.cost.memory)}iB of training memory at batch" \
+                     f" {batch_size} ({least.spec.name})"  # fmt: skip
         raise DnasError(
             f"no {family} candidate on {dataset} meets {' and '.join(map(str, budgets))}:"
             " the smallest costs"
-            f" {human(smallest['params'])} params ({smallest['params']:,}) and"
-            f" {human(smallest['flops'])} flops ({smallest['flops']:,})"
+            f" {human(smallest['params'])} params ({smallest['params']:,}),"
+            f" {human(smallest['flops'])} flops ({smallest['flops']:,}){memory}"
         )
     rows = [row(c) for c in kept]
     rows.sort(key=lambda r: (r[sort], r["name"]), reverse=reverse)
-    return SpaceResult(family, dataset, budgets, len(cands), rows, seconds)
+    return SpaceResult(family, dataset, budgets, len(cands), rows, seconds, batch_size, device)

@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 
 from dnas import study as records
-from dnas.budget import Budget
+from dnas.budget import Budget, needs_memory
 from dnas.config import Objective, SearchConfig
 from dnas.cost import Cost, count
 from dnas.fidelity import Decision, decide
@@ -27,7 +27,7 @@ from dnas.spec import Spec
 
 def violation(budgets: tuple[Budget, ...], cost: Cost) -> float:
     """Largest relative excess over a budget: <= 0 feasible (Optuna's constraint convention)."""
-    return max(getattr(cost, b.metric) / b.limit - 1.0 for b in budgets)
+    return max(b.used(cost) / b.limit - 1.0 for b in budgets)
 
 
 class StudyFull(optuna.TrialPruned):
@@ -72,7 +72,9 @@ class TrialRunner:
     space: FeasibleSpace = field(init=False)
 
     def __post_init__(self) -> None:
-        self.space = FeasibleSpace(self.config.space.value, self.data.info, self.budgets)
+        cfg = self.config
+        self.space = FeasibleSpace(cfg.space.value, self.data.info, self.budgets,
+                                   cfg.train_batch_size, self.data.device.type)  # fmt: skip
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:
@@ -90,7 +92,8 @@ class TrialRunner:
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         info = self.data.info
         spec = self.space.suggest(trial)
-        cost = count(spec, (info.height, info.width))
+        batch = self.config.train_batch_size if needs_memory(self.budgets) else None
+        cost = count(spec, (info.height, info.width), batch, self.data.device.type)
         v = violation(self.budgets, cost)
         records.record_proposal(trial, spec.name, spec.family, cost.params, cost.flops, v,
                                 self.config.training_key)  # fmt: skip

@@ -45,6 +45,20 @@ def test_space_json_and_csv(tmp_path):
     assert len(rows) == data["matching"]
 
 
+def test_space_memory_budget_and_column():
+    result = run("space", "wrn", "-b", "1M-params", "-b", "64M-memory", "--batch-size", "32",
+                 "--sort", "memory", "--reverse", "--json", "--limit", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["budgets"] == ["1M-params", "64M-memory"] and data["rows"]
+    assert all(r["memory"] <= 64 * 2**20 and r["params"] <= 10**6 for r in data["rows"])
+    memories = [r["memory"] for r in data["rows"]]
+    assert memories == sorted(memories, reverse=True)
+    table = run("space", "densenet-bc", "--batch-size", "16", "--limit", "2")
+    assert table.exit_code == 0 and "train memory, batch 16 (cpu)" in table.output
+    assert "MiB" in table.output
+
+
 def test_space_table():
     result = run("space", "wrn", "-b", "3M-params", "--sort", "flops", "--reverse", "--limit", "3")
     assert result.exit_code == 0
@@ -73,6 +87,9 @@ def test_profile_real_tiny_model_json():
         and data["speed"][0]["peak_train_memory_bytes"] > 0
     )
     assert "aten::add" in data["uncounted_ops"]
+    speed = data["speed"][0]  # the prediction from the spec alone, beside the measured peak
+    assert speed["predicted_train_memory_bytes"] > 0
+    assert abs(speed["predicted_memory_error"]) < 0.10
 
 
 def test_profile_densenet_table_has_memory_efficient_row():
@@ -106,6 +123,9 @@ def test_profile_json_labels_each_reference_figure_with_its_source():
 
 BAD_INPUTS = [
     (("profile", "densenet-41"), "densenet-40"),
+    (("space", "--sort", "memory"), "--sort memory needs a memory column"),
+    (("space", "-b", "1M-memory"), "of training memory at batch 128"),
+    (("space", "-b", "0.1-memory"), "at least 1"),
     (("profile", "resnet50"), "not a DenseNet or WRN name"),
     (("profile", "wrn-28-10-b77"), "unknown WRN block type"),
     (("profile", "densenet121", "--dataset", "fashion-mnist"), "too small"),

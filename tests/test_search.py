@@ -96,6 +96,23 @@ def test_budget_is_never_exceeded_by_a_trained_trial(tmp_path):
             assert not (Path(t.user_attrs["run_dir"]) / "checkpoint.pt").exists()
 
 
+def test_memory_budget_search_trains_only_what_fits(tmp_path):
+    """A memory budget alone: every proposal is predicted to fit at the trials' batch size."""
+    from dnas.cost import count
+    from dnas.names import parse_name
+
+    config = tiny(tmp_path, trials=2, space="all", budgets=("40M-memory",))
+    summary = search(config)
+    assert summary.rejected_over_budget == 0 and summary.complete + summary.stopped == 2
+    for t in open_study(config).trials:
+        spec = parse_name(t.user_attrs["name"], 10, 1)
+        assert count(spec, (28, 28), 64).memory <= 40 * 2**20
+    result = CliRunner().invoke(
+        app, cli_args(tmp_path, "y", 2)[:1] + ["-b", "1M-memory", "--dataset", "fashion-mnist"]
+    )
+    assert result.exit_code == 2 and "of training memory at batch 128" in result.output
+
+
 def test_rerun_resumes_the_same_study(tmp_path):
     search(tiny(tmp_path, trials=1, space="wrn"))
     summary = search(tiny(tmp_path, trials=2, space="wrn"))
