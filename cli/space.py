@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from dnas.datasets import DatasetName
+from dnas.proxies import Proxy
 from dnas.space import SPACES
 
 from .common import out, print_json, user_errors
@@ -78,6 +79,17 @@ def space(
         Optional[Path],
         typer.Option("--csv", help="Also write every matching row to this CSV file."),
     ] = None,
+    proxy: Annotated[
+        Optional[Proxy],
+        typer.Option(
+            help="Add a zero-cost proxy's score at initialisation as a column, for the rows"
+            " shown (--limit); see the README for how well each ranks trained accuracy."
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(help="Where --proxy finds the dataset's images [default: dnas's cache]."),
+    ] = None,
 ) -> None:
     from dnas.space import search_space
 
@@ -86,9 +98,13 @@ def space(
             family.value, dataset.value, tuple(budget or ()), sort.value, reverse,
             batch_size, device.value,
         )  # fmt: skip
+        rows = result.rows[:limit] if limit else result.rows
+        if proxy is not None:
+            from dnas.proxies import add_scores
+
+            seconds = add_scores(rows, proxy, dataset.value, data_dir)
         if csv_path:
             result.write_csv(csv_path)
-        rows = result.rows[:limit] if limit else result.rows
         if as_json:
             print_json({**result.summary(), "rows": rows})
             return
@@ -100,12 +116,16 @@ def space(
         columns = ["name", "family", "depth", "params", "FLOPs (fvcore)", "MACs (conv+linear)"]
         if result.batch_size is not None:
             columns.append(f"train memory, batch {result.batch_size} ({result.device})")
+        if proxy is not None:
+            columns.append(f"{proxy.value} (at init)")
         table = Table(*columns)
         for r in rows:
             cells = [r["name"], r["family"], str(r["depth"]), f"{r['params']:,}",
                      f"{r['flops']:,}", f"{r['macs']:,}"]  # fmt: skip
             if "memory" in r:
                 cells.append(f"{r['memory'] / 2**20:,.1f} MiB")
+            if proxy is not None:
+                cells.append(f"{r[proxy.value]:.4g}")
             table.add_row(*cells)
         out.print(table)
         if limit and len(result.rows) > limit:
@@ -116,6 +136,8 @@ def space(
         drops = "; ".join(f"{f}: {', '.join(f'{p:g}' for p in d)}"
                           for f, d in result.dropout.items())  # fmt: skip
         out.print(f"searched with each architecture, at no cost: dropout ({drops})")
+        if proxy is not None:
+            out.print(f"{proxy.value}: {len(rows)} rows scored in {seconds:.1f} s")
 
 
 def register(app: typer.Typer) -> None:

@@ -59,6 +59,17 @@ def test_space_memory_budget_and_column():
     assert "MiB" in table.output
 
 
+def test_space_proxy_column(tmp_path):
+    path = tmp_path / "rows.csv"
+    result = run("space", "wrn", "--proxy", "synflow", "--json", "--limit=2", "--csv", f"{path}")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert len(rows) == 2 and all(r["synflow"] > 0 for r in rows)
+    written = list(csv.DictReader(path.open()))
+    assert float(written[0]["synflow"]) == pytest.approx(rows[0]["synflow"])
+    assert written[-1]["synflow"] == ""  # scored: the rows shown, not every matching one
+
+
 def test_space_table():
     result = run("space", "wrn", "-b", "3M-params", "--sort", "flops", "--reverse", "--limit", "3")
     assert result.exit_code == 0
@@ -126,6 +137,7 @@ BAD_INPUTS = [
     (("space", "--sort", "memory"), "--sort memory needs a memory column"),
     (("space", "-b", "1M-memory"), "of training memory at batch 128"),
     (("space", "-b", "0.1-memory"), "at least 1"),
+    (("space", "--proxy", "zen"), "'zen' is not one of"),
     (("profile", "resnet50"), "not a DenseNet or WRN name"),
     (("profile", "wrn-28-10-b77"), "unknown WRN block type"),
     (("profile", "densenet121", "--dataset", "fashion-mnist"), "too small"),
