@@ -87,6 +87,14 @@ def search(
     sampler: Annotated[
         Optional[Sampler], _opt("auto is constrained multivariate TPE.", D.sampler)
     ] = None,
+    initial_design: Annotated[
+        Optional[int],
+        _opt(
+            "A new Pareto study with the TPE sampler first trains this many candidates spread"
+            " over the cost axis (log scale), smallest first; 0: none.",
+            D.initial_design,
+        ),
+    ] = None,
     study: Annotated[
         Optional[str],
         _opt("Study name: letters, digits, - _ . [default: SPACE-DATASET-BUDGETS]."),

@@ -71,6 +71,7 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     objective: Objective = Objective.pareto
     cost: CostMetric = CostMetric.params  # the cost objective of a Pareto study
     sampler: Sampler = Sampler.auto
+    initial_design: NonNegative = 6  # candidates spread over the cost axis, trained first
     study: str | None = None  # [default: SPACE-DATASET-BUDGETS]
     storage: str | None = None  # an Optuna storage URL [default: sqlite:///studies/STUDY.db]
     workers: Workers = 1  # processes on this machine

@@ -22,6 +22,7 @@ candidate of that combination, which the caller's guard rejects and counts.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -143,6 +144,78 @@ class FeasibleSpace:
         k = _pick(trial, "wrn_widen", self._widens(block, p) or s.widen[:1])
         n = _pick(trial, "wrn_depth", self._wrn_depths(block, k, p) or (1,))
         return self._wrn(block, k, n, dropout)
+
+    # ---- the initial design
+
+    def feasible(self) -> list[Spec]:
+        """Every candidate within budget (dropout 0), from the cached ranges."""
+        specs: list[Spec] = []
+        for fam in self.families:
+            if fam.startswith("densenet"):
+                c = self.choices[fam]
+                for b in c["bottleneck"]:
+                    for theta in c["compression"]:
+                        for k in self._growths(fam, b, theta):
+                            specs += [self._densenet(b, theta, k, n)
+                                      for n in self._depths(fam, b, theta, k, 0.0)]  # fmt: skip
+            else:
+                for block in self.choices[fam]["block"]:
+                    for k in self._widens(block):
+                        specs += [self._wrn(block, k, n) for n in self._wrn_depths(block, k, 0.0)]
+        return specs
+
+    def spread(self, count: int) -> list[Spec]:
+        """``count`` candidates nearest to parameter counts evenly spaced on a log scale over
+        the feasible range, smallest first: a start that covers the front's whole cost axis."""
+        by_size = sorted(((count_params(s, self.size), s.name, s) for s in self.feasible()),
+                         key=lambda t: t[:2])  # fmt: skip
+        if count <= 0 or not by_size:
+            return []
+        lo, hi = math.log(by_size[0][0]), math.log(by_size[-1][0])
+        picks: list[Spec] = []
+        for i in range(min(count, len(by_size))):
+            target = lo + (hi - lo) * (i / (count - 1) if count > 1 else 0.0)
+            rest = [t for t in by_size if t[2] not in picks]
+            picks.append(min(rest, key=lambda t: abs(math.log(t[0]) - target))[2])
+        return sorted(picks, key=lambda s: count_params(s, self.size))
+
+    def params_for(self, spec: Spec) -> dict[str, object]:
+        """The values under which ``suggest`` returns ``spec`` (to enqueue it as a trial): the
+        choices as drawn, each fraction at the middle of the spec's slot. Parameters fixed by a
+        single choice are left out, as ``suggest`` does not draw them."""
+        params: dict[str, object] = {}
+
+        def choice(name: str, options: list | tuple, value: object) -> None:
+            if len(options) > 1:
+                params[name] = value
+
+        def slot(name: str, values: tuple[int, ...], value: int) -> None:
+            params[name] = (values.index(value) + 0.5) / len(values)
+
+        if isinstance(spec, DenseNetSpec):
+            fam = next(f for f in self.families if f.startswith("densenet"))
+            choice("family", self.families, fam)
+            c, s = self.choices[fam], self.spaces[fam]
+            b, theta, k, p = spec.bottleneck, spec.compression, spec.growth_rate, spec.dropout
+            choice("densenet_bottleneck", c["bottleneck"], b)
+            choice("densenet_compression", c["compression"], theta)
+            choice("densenet_dropout", s.dropout, p)
+            p = self._dropout(p)
+            slot("densenet_growth", self._growths(fam, b, theta, p), k)
+            slot("densenet_depth", self._depths(fam, b, theta, k, p), spec.block_layers[0])
+        else:
+            choice("family", self.families, "wrn")
+            blocks = [_BLOCK_NAMES[b] for b in self.choices["wrn"]["block"]]
+            choice("wrn_block", blocks, _BLOCK_NAMES[spec.block])
+            choice("wrn_dropout", self.spaces["wrn"].dropout, spec.dropout)
+            p = self._dropout(spec.dropout)
+            slot("wrn_widen", self._widens(spec.block, p), spec.widen)
+            slot("wrn_depth", self._wrn_depths(spec.block, spec.widen, p), spec.blocks_per_group)
+        return params
+
+
+def count_params(spec: Spec, size: tuple[int, int]) -> int:
+    return count(spec, size).params
 
 
 def _choose(trial: optuna.Trial, name: str, choices: list | tuple):  # noqa: ANN202

@@ -25,8 +25,10 @@ from dnas import pareto
 from dnas import study as records
 from dnas.budget import needs_memory, parse_budgets
 from dnas.config import Objective, Sampler, SearchConfig
+from dnas.datasets import DatasetInfo
 from dnas.device import Device
 from dnas.errors import DnasError
+from dnas.proposal import FeasibleSpace
 from dnas.study import TrialRecord
 from dnas.trial import EpochCallback, TrialRunner
 
@@ -467,6 +469,29 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -
     return msgspec.structs.replace(config, device=device, workers=workers)
 
 
+def enqueue_initial_design(
+    study: optuna.Study, config: SearchConfig, info: DatasetInfo
+) -> list[str]:
+    """A new Pareto study sampled by TPE first trains ``config.initial_design`` candidates
+    spread evenly over log parameters, smallest (quickest) first, so that its front covers the
+    cost axis before the sampler has a model; the baselines (random, NSGA-II) get none. A
+    study that has trials already, or another machine's copy of the same, enqueues nothing
+    twice. Returns the names enqueued."""
+    if (
+        config.initial_design == 0
+        or config.objective is not Objective.pareto
+        or config.sampler not in (Sampler.auto, Sampler.tpe)
+        or study.get_trials(deepcopy=False)
+    ):
+        return []
+    space = FeasibleSpace(config.space.value, info, parse_budgets(config.budgets),
+                          config.train_batch_size, config.device.value)  # fmt: skip
+    picks = space.spread(config.initial_design)
+    for spec in picks:
+        study.enqueue_trial(space.params_for(spec), skip_if_exists=True)
+    return [s.name for s in picks]
+
+
 def search(
     config: SearchConfig,
     log: Callable[[str], None] = lambda s: None,
@@ -492,6 +517,9 @@ def search(
     study = open_study(config)  # the storage is reachable; the schema exists before workers start
     log(f"study {config.study_name} in {config.storage_url}: {config.workers} worker(s) on"
         f" {config.device.value}")  # fmt: skip
+    start = enqueue_initial_design(study, config, data.info)
+    if start:
+        log(f"initial design: {', '.join(start)}")
     t0 = time.perf_counter()
     stop = None
     try:

@@ -102,3 +102,24 @@ def test_the_default_sampler_learns_over_the_fractions():
         assert max(flops) <= 20e6
         last[name] = sum(flops[-10:]) / 10
     assert last["tpe"] > 1.2 * last["random"]
+
+
+DESIGN_BUDGETS = [("1M-params", "20M-flops"), ("90k-params", "60M-memory")]
+
+
+@pytest.mark.parametrize("space", ["all", "densenet-bc", "wrn"])
+@pytest.mark.parametrize("budget_texts", DESIGN_BUDGETS)
+def test_initial_design_spreads_over_log_params_and_round_trips(space, budget_texts):
+    fs = FeasibleSpace(space, DATASETS["fashion-mnist"], parse_budgets(budget_texts), 64)
+    picks = fs.spread(6)
+    sizes = [count(s, (28, 28)).params for s in picks]
+    assert len(set(picks)) == 6 and sizes == sorted(sizes)
+    feasible = [count(s, (28, 28)).params for s in fs.feasible()]
+    assert sizes[0] == min(feasible) and sizes[-1] == max(feasible)  # the ends of the range
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for spec in picks:
+        study.enqueue_trial(fs.params_for(spec))
+    for spec in picks:  # suggest, fed the enqueued values, returns exactly the picks
+        trial = study.ask()
+        assert fs.suggest(trial) == spec
+        study.tell(trial, [0.5, 1.0])

@@ -113,6 +113,28 @@ def test_memory_budget_search_trains_only_what_fits(tmp_path):
     assert result.exit_code == 2 and "of training memory at batch 128" in result.output
 
 
+def test_initial_design_is_enqueued_once_and_only_for_tpe(tmp_path):
+    from dnas.datasets import DATASETS
+    from dnas.search import enqueue_initial_design
+
+    info = DATASETS["fashion-mnist"]
+    config = tiny(tmp_path, trials=1, space="all")
+    names = enqueue_initial_design(open_study(config), config, info)
+    study = open_study(config)
+    assert len(names) == 6 and len(study.trials) == 6
+    assert all(t.state == optuna.trial.TrialState.WAITING for t in study.trials)
+    assert enqueue_initial_design(study, config, info) == []  # the study has trials
+    for kw in (dict(sampler="random"), dict(sampler="nsga2"), dict(initial_design=0),
+               dict(objective="accuracy")):  # fmt: skip
+        other = tiny(
+            tmp_path, trials=1, space="all", study=f"s{len(kw)}{list(kw.values())[0]}", **kw
+        )
+        assert enqueue_initial_design(open_study(other), other, info) == []
+    summary = search(config)  # the first trial trained is the smallest of the design
+    first = min(open_study(config).trials, key=lambda t: t.number)
+    assert first.user_attrs["name"] == names[0] and summary.complete + summary.stopped == 1
+
+
 def test_rerun_resumes_the_same_study(tmp_path):
     search(tiny(tmp_path, trials=1, space="wrn"))
     summary = search(tiny(tmp_path, trials=2, space="wrn"))
