@@ -427,6 +427,10 @@ def training_memory(
     ``memory_efficient`` applies to DenseNets only (WRNs have one variant). ``device`` selects
     the kernels' and optimizer's behaviour: "cpu" or "cuda" (see the module docstring).
     """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     r = _Replay(batch_size, device)
     if isinstance(spec, DenseNetSpec):
         _densenet(r, spec, input_size, memory_efficient)

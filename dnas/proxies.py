@@ -150,6 +150,9 @@ def proxy_batch(data: object, size: int = 64, seed: int = 0) -> tuple[torch.Tens
     return x, data.train_y[idx].cpu()
 
 
+MAX_ROWS = 500
+
+
 def add_scores(
     rows: list[dict],
     proxy: Proxy | str,
@@ -162,10 +165,17 @@ def add_scores(
     on a batch of ``dataset``'s training images (synflow needs none). Returns the seconds spent.
 
     Raises:
-        DnasError: the dataset is needed and cannot be loaded.
+        DnasError: more than ``MAX_ROWS`` rows, or the dataset is needed and cannot be loaded.
     """
     import time
 
+    from dnas.errors import DnasError
+
+    if len(rows) > MAX_ROWS:
+        raise DnasError(
+            f"--proxy scores at most {MAX_ROWS} rows (up to seconds each), not {len(rows):,}:"
+            " narrow the budget or pass --limit N"
+        )
     import torch
 
     from dnas.datasets import dataset_info

@@ -133,6 +133,7 @@ class TrialRecord:
     family: str | None = None
     params: int | None = None
     flops: int | None = None
+    memory: int | None = None  # predicted training memory, bytes (studies with a memory budget)
     violation: float | None = None  # largest relative excess over a budget; <= 0 feasible
     started: bool = False  # training started (counts towards the study's trials)
     val_acc: float | None = None
@@ -164,11 +165,13 @@ def _finite(x: object) -> bool:
 
 
 def record_proposal(trial: optuna.Trial, name: str, family: str, params: int, flops: int,
-                    violation: float, settings: str) -> None:  # fmt: skip
+                    violation: float, settings: str,
+                    memory: int | None = None) -> None:  # fmt: skip
     for key, value in (("name", name), ("family", family), ("params", params),
                        ("flops", flops), ("violation", violation),
-                       ("settings", settings)):  # fmt: skip
-        trial.set_user_attr(key, value)
+                       ("settings", settings), ("memory", memory)):  # fmt: skip
+        if value is not None:
+            trial.set_user_attr(key, value)
 
 
 def record_rejected(trial: optuna.Trial, reason: str) -> None:
@@ -310,6 +313,7 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         family=r.get("family", str) or _str(trial.params.get("family")),
         params=r.get("params", int, lambda v: v >= 0),
         flops=r.get("flops", int, lambda v: v >= 0),
+        memory=r.get("memory", int, lambda v: v >= 0),
         violation=r.get("violation", float),
         started=started(trial),
         metrics=r.metrics() or _intermediate(trial),

@@ -138,6 +138,8 @@ BAD_INPUTS = [
     (("space", "-b", "1M-memory"), "of training memory at batch 128"),
     (("space", "-b", "0.1-memory"), "at least 1"),
     (("space", "--proxy", "zen"), "'zen' is not one of"),
+    (("space", "--proxy", "synflow", "--limit", "0"), "--proxy scores at most 500 rows"),
+    (("space", "--batch-size", "0"), "batch-size"),
     (("profile", "resnet50"), "not a DenseNet or WRN name"),
     (("profile", "wrn-28-10-b77"), "unknown WRN block type"),
     (("profile", "densenet121", "--dataset", "fashion-mnist"), "too small"),

@@ -67,6 +67,12 @@ def test_memory_grows_with_batch_and_depth_and_the_efficient_variant_saves():
     assert training_memory(parse_name("densenet-bc-190-k40"), 16).peak > small.peak
 
 
+@pytest.mark.parametrize("batch, device", [(0, "cpu"), (2.5, "cpu"), (8, "tpu")])
+def test_bad_batch_or_device_is_refused(batch, device):
+    with pytest.raises(ValueError, match="batch_size|device"):
+        training_memory(parse_name("wrn-10-1"), batch, device=device)
+
+
 def test_cuda_prediction_leaves_out_onednn_copies_and_keeps_a_bool_dropout_mask():
     spec = parse_name("wrn-16-4-drop0.3")
     assert training_memory(spec, 16, device="cuda").peak < training_memory(spec, 16).peak
