@@ -7,9 +7,10 @@ Every run is the command a user types, in a fresh study: ``dnas search`` on the 
 (Fashion-MNIST, 20,000 training images, 1M parameters and 20M FLOPs, 3 epochs per candidate,
 2 workers) with ``--timeout`` as the wall-time limit (it also cuts a trial still training):
 
-    dnas    --sampler auto   --min-epochs 1   TPE + Pareto successive halving (rungs 1, 3)
-    random  --sampler random --min-epochs 3   every candidate trained for the full 3 epochs
-    nsga2   --sampler nsga2  --min-epochs 3   likewise
+    dnas    --sampler auto     TPE after the initial design spread over log parameters,
+                               every candidate trained for the full 3 epochs (the defaults)
+    random  --sampler random   every candidate trained for the full 3 epochs
+    nsga2   --sampler nsga2    likewise
 
 Time counts from each run's first trial (the workers' start-up, the same for every method, is
 not counted). Runs alternate between methods (seed 0 of each, then seed 1, ...) so that any
@@ -44,7 +45,7 @@ TASK = ["--budget", "1M-params", "--budget", "20M-flops", "--dataset", "fashion-
         "--train-subset", "20000", "--val-size", "2000", "--epochs", "3", "--workers", "2",
         "--trials", "100000"]  # fmt: skip
 METHODS = {
-    "dnas": ["--sampler", "auto", "--min-epochs", "1"],
+    "dnas": ["--sampler", "auto"],  # the defaults: initial design, full fidelity
     "random": ["--sampler", "random", "--min-epochs", "3"],
     "nsga2": ["--sampler", "nsga2", "--min-epochs", "3"],
 }

@@ -53,7 +53,9 @@ def search(
     min_epochs: Annotated[
         Optional[int],
         _opt(
-            "The first rung of multi-fidelity successive halving; = --epochs turns it off.",
+            "The first rung of multi-fidelity successive halving, e.g. 1 [default: --epochs,"
+            " which turns it off: on the fidelity study's task epoch 1 of 3 ranks candidates"
+            " worse than their size]; --objective accuracy: Hyperband's minimum [default: 1].",
             D.min_epochs,
         ),
     ] = None,

@@ -62,7 +62,9 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     trials: Positive | None = 20  # trained trials the study should reach; None: until timeout
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None  # this command's wall time
     epochs: Positive = 3  # a candidate's full training, the top rung (the fidelity)
-    min_epochs: Positive = 1  # the first rung; = epochs: every candidate trains fully
+    # The first rung of multi-fidelity; None (= epochs): every candidate trains fully. The
+    # fidelity study (README) found epoch 1 of 3 ranking worse than parameter count alone.
+    min_epochs: Positive | None = None
     reduction_factor: Annotated[int, msgspec.Meta(ge=2, le=100)] = 3  # rungs and promotions
     train_subset: Positive | None = None  # training images per trial (class-stratified)
     val_size: Positive | None = None  # validation images [default: the dataset's]
@@ -90,7 +92,7 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         if self.trials is None and self.timeout_s is None:
             raise DnasError("give --trials N or --timeout (e.g. 2h), or both")
         check_study_name(self.study_name)
-        if self.min_epochs > self.epochs:
+        if self.min_epochs is not None and self.min_epochs > self.epochs:
             raise DnasError(
                 f"--min-epochs {self.min_epochs} is more than --epochs {self.epochs}: the first"
                 f" rung must be at most the full training (equal turns multi-fidelity off)"
@@ -114,7 +116,7 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         """Epochs at which candidates are compared; the last is ``epochs`` (see dnas.fidelity)."""
         from dnas.fidelity import rungs
 
-        return rungs(self.min_epochs, self.epochs, self.reduction_factor)
+        return rungs(self.min_epochs or self.epochs, self.epochs, self.reduction_factor)
 
     @property
     def train_batch_size(self) -> int:

@@ -98,7 +98,7 @@ def open_study(config: SearchConfig) -> optuna.Study:
         optuna.pruners.NopPruner()
         if pareto_study
         else optuna.pruners.HyperbandPruner(
-            min_resource=config.min_epochs,
+            min_resource=config.min_epochs or 1,
             max_resource=config.epochs,
             reduction_factor=config.reduction_factor,
         )

@@ -24,7 +24,8 @@ def test_rungs_grow_by_the_reduction_factor_up_to_the_full_training():
     assert rungs(1, 10, 3) == (1, 3, 9, 10)
     assert rungs(2, 8, 2) == (2, 4, 8)
     assert rungs(3, 3, 3) == (3,)  # first rung = full training: no multi-fidelity
-    assert make_config({"epochs": 9}).rungs == (1, 3, 9)
+    assert make_config({"epochs": 9, "min_epochs": 1}).rungs == (1, 3, 9)
+    assert make_config({"epochs": 9}).rungs == (9,)  # the default: every candidate trains fully
 
 
 def test_crowding_distance_by_hand():

@@ -24,7 +24,8 @@ from dnas.search import SearchFailed, open_study, search, trained_count
 TINY = dict(
     budgets=("20k-params", "3M-flops"),
     dataset="fashion-mnist",
-    epochs=2,  # multi-fidelity on: rungs of 1 and 2 epochs
+    epochs=2,
+    min_epochs=1,  # multi-fidelity on: rungs of 1 and 2 epochs
     train_subset=300,
     val_size=200,
     batch_size=64,
@@ -55,6 +56,8 @@ def cli_args(tmp_path: Path, study: str, trials: int) -> list[str]:
         "fashion-mnist",
         "--epochs",
         "2",
+        "--min-epochs",
+        "1",
         "--train-subset",
         "300",
         "--val-size",

@@ -82,6 +82,8 @@ def test_three_workers_one_study(postgres, tmp_path):
         "fashion-mnist",
         "--epochs",
         "2",  # multi-fidelity on: rungs of 1 and 2 epochs
+        "--min-epochs",
+        "1",
         "--train-subset",
         "200",
         "--val-size",
