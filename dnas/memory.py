@@ -160,10 +160,11 @@ class _Replay:
         h2, w2 = (h + 2 * pad - kernel) // stride + 1, (w + 2 * pad - kernel) // stride + 1
         i, o = self._bytes(x.shape), self._bytes((out_c, h2, w2))
         cpu = self.device == "cpu"
-        # oneDNN on CPU converts tensors to and from its own layouts (measured on single
-        # convolutions, benchmarks/bench_memory_model.py): the forward pass holds one more
-        # buffer of the larger of input and output, the backward pass copies of its input and
-        # output gradient (stride 1) or two input-sized buffers (stride 2).
+        # oneDNN on CPU converts tensors to and from its own layouts. Measured on single
+        # convolutions with torch.profiler's memory events (torch 2.14, x86-64; the whole
+        # networks are checked by benchmarks/bench_memory_model.py): the forward pass holds
+        # one more buffer of the larger of input and output, the backward pass copies of its
+        # input and output gradient (stride 1) or two input-sized buffers (stride 2).
         scratch = self.alloc(max(i, o) if stride == 1 else i) if cpu else None
         y = self.new((out_c, h2, w2))
         self.release(scratch)
