@@ -61,9 +61,6 @@ class MemoryEstimate:
     peak: int  # weights + the highest live total during the step
     phase: str  # where the peak falls: forward, backward or optimizer
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 class _Buf:
     """One block of memory; ``refs`` counts Python references and saved-for-backward holds."""
