@@ -45,14 +45,14 @@ def profile(
         Optional[int],
         typer.Option(
             min=1,
-            help="Timed runs per measurement, after warm-up; the fastest is reported"
-            " [default: as many as fit in a few seconds, at least 3; more on a busy machine].",
+            help="Timed runs per measurement, after warm-up; the median is reported"
+            " [default: at least 5 and a few seconds' worth, on until the median is pinned"
+            " within 2%].",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Profile a named model: parameters, FLOPs (fvcore and closed form), per-stage costs, speed,
-    memory."""
+    """Profile a named model: parameters, FLOPs (fvcore and closed form), stages, speed, memory."""
     with user_errors():
         from dnas.datasets import dataset_info
         from dnas.names import parse_name
@@ -126,7 +126,7 @@ def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
         "train img/s",
         "peak train memory",
         "predicted (error)",
-        title=f"measured, batch {r.batch_size}, after warm-up: the fastest (median, slowest) of"
+        title=f"measured, batch {r.batch_size}, after warm-up: the median (fastest, slowest) of"
         f" {_runs(r.speed, 'forward_spread')} forward and {_runs(r.speed, 'train_step_spread')}"
         " training-step runs",
     )
@@ -143,7 +143,7 @@ def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
     out.print(speed)
     if not all(s.forward_spread.steady and s.train_step_spread.steady for s in r.speed):
         out.print(
-            "[yellow]the fastest quarter of the runs scattered by more than 10% (a busy"
+            "[yellow]the runs scattered too widely to pin their median within 2% (a busy"
             " machine?): compare the timings with care, or rerun[/yellow]"
         )
     if r.shared:
@@ -177,8 +177,8 @@ def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
         )
 
 
-def _ms(fastest: float, spread) -> str:  # noqa: ANN001 - a dnas.profile.Spread
-    return f"{fastest:.1f} ({spread.median_ms:.1f}, {spread.max_ms:.1f})"
+def _ms(median: float, spread) -> str:  # noqa: ANN001 - a dnas.profile.Spread
+    return f"{median:.1f} ({spread.min_ms:.1f}, {spread.max_ms:.1f})"
 
 
 def _runs(speed: list, field: str) -> int:

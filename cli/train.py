@@ -99,8 +99,7 @@ def train(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Train a network on a dataset; writes config.json, metrics.jsonl, checkpoint.pt and
-    result.json."""
+    """Train a network; writes config.json, metrics.jsonl, checkpoint.pt and result.json."""
     with user_errors():
         from dnas.checkpoint import RunDir, default_run_dir, load_spec
         from dnas.data import load_data

@@ -27,20 +27,26 @@ from dnas.models import build
 from dnas.spec import DenseNetSpec, Spec
 from dnas.zoo import PAPER_MODELS, PaperModel
 
-# Timed runs per measurement, after an untimed run of each variant: as many as fit in TIMED_S
-# seconds (all variants together), at least MIN_REPEATS, at most MAX_REPEATS. On a busy machine
-# (other processes on the CPU, or runs not ``steady``) the timing goes on up to PATIENCE times
-# TIMED_S, for more chances of undisturbed runs. On this project's 2-core CPU, idle,
-# `dnas profile densenet-bc-100` takes 25-30 s, 7-8 timed training steps per variant.
+# Timed runs per measurement, after an untimed run of each variant: at least TIMED_S seconds of
+# them (all variants together) and MIN_REPEATS, then on until the median of every measurement is
+# pinned to PRECISION (``Spread.steady``) on an otherwise idle machine, or PATIENCE times TIMED_S
+# have passed (MAX_REPEATS at most). On this project's 2-core CPU, idle, `dnas profile
+# densenet-bc-100` takes 60-80 s, 24-29 timed training steps per variant.
 TIMED_S = {"train step": 12.0, "forward": 4.0}
-MIN_REPEATS, MAX_REPEATS = 3, 200
+MIN_REPEATS, MAX_REPEATS = 5, 200
 PATIENCE = 4
-# The headline time of a measurement is its fastest timed run. Other processes and interrupts
-# only ever add time to a run, so the fastest is the best estimate of what the device can do
-# and the figure that repeats from one invocation to the next (timeit's docs say the same);
-# the median moves with whatever else the machine was doing.
-STATISTIC = "min: the fastest of the timed runs (other processes only ever add time)"
-STEADY = 0.10  # the fastest quarter of the runs should lie within this share of the fastest
+# The headline time of a measurement is the median of its timed runs. timeit advises the fastest
+# run, for a machine whose only noise is other work adding time to some runs. This project's
+# machine is a 2-core virtual one whose host lends it CPU time: every run is slowed by a varying
+# share, and the fastest run is whichever met the host's quietest moment, an extreme that moves
+# with how many runs there were. Measured with benchmarks/bench_profile_stability.py (five fresh
+# `dnas profile densenet-bc-100` runs each): with the fastest of 7-40 timed runs, the training
+# step moved 30% from one invocation to the next, its median 18%
+# (results/profile_stability_fastest.json); with the median and the runs below, any three
+# consecutive invocations agreed within 9.6% (results/profile_stability.json). Over 10-second
+# windows of one process, the fastest forward pass moved 25%, the median of ~35 runs 12%.
+STATISTIC = "median: the middle of the timed runs (the fastest and slowest printed beside it)"
+PRECISION = 0.02  # runs go on until the median's standard error is within this share of it
 # CPU cores other processes may keep busy, on average, before the machine counts as busy while
 # the speed is measured (timing then goes on, and the report says so): on this 2-core machine one
 # other PyTorch process made training steps 4-20x slower, and bursts of a tenth of a core 25%.
@@ -49,11 +55,11 @@ BUSY_ELSEWHERE = 0.1
 
 @dataclass(frozen=True)
 class Spread:
-    """How the timed runs of one measurement scattered above the fastest, in milliseconds."""
+    """How the timed runs of one measurement scattered, in milliseconds."""
 
-    min_ms: float  # the headline figure (``STATISTIC``)
+    min_ms: float
     q1_ms: float  # lower quartile
-    median_ms: float
+    median_ms: float  # the headline figure (``STATISTIC``)
     q3_ms: float  # upper quartile
     max_ms: float
     repeats: int  # timed runs
@@ -65,18 +71,23 @@ class Spread:
         return cls(ms[0], q1, q2, q3, ms[-1], len(ms))
 
     @property
+    def median_error(self) -> float:
+        """The median's standard error as a share of it, estimated from the quartiles:
+        sqrt(pi / 2) * sigma / sqrt(n), with sigma = IQR / 1.349 as for a normal spread."""
+        return 0.929 * (self.q3_ms - self.q1_ms) / self.repeats**0.5 / self.median_ms
+
+    @property
     def steady(self) -> bool:
-        """Whether the fastest quarter of the runs lies within ``STEADY`` of the fastest: then
-        the minimum is no single run that a quiet moment favoured."""
-        return self.q1_ms - self.min_ms <= STEADY * self.min_ms
+        """Whether the median is pinned: its standard error is within ``PRECISION`` of it."""
+        return self.median_error <= PRECISION
 
 
 @dataclass
 class Speed:
     memory_efficient: bool
-    forward_ms: float  # fastest eval forward of one batch (STATISTIC)
+    forward_ms: float  # median eval forward of one batch (STATISTIC)
     forward_images_per_s: float
-    train_step_ms: float  # fastest forward + backward + SGD step of one batch (STATISTIC)
+    train_step_ms: float  # median forward + backward + SGD step of one batch (STATISTIC)
     train_images_per_s: float
     peak_train_memory_bytes: int
     memory_method: str
@@ -195,7 +206,7 @@ def time_runs(
     Each function runs once untimed first, outside the timed region (kernel selection,
     allocator caches, the first touch of its buffers). Then they take turns, in alternating
     order, so that a busier moment on the machine slows them alike: ``repeats`` turns, or with
-    None as many as fit in ``timed_s`` seconds, at least ``MIN_REPEATS``, and on until every
+    None for at least ``timed_s`` seconds and ``MIN_REPEATS`` turns, and on until every
     function's runs are ``Spread.steady`` with no other process busy (``BUSY_ELSEWHERE``), or
     ``PATIENCE * timed_s`` seconds have passed (at most ``MAX_REPEATS``). Garbage collection is
     off while timing, as in ``timeit``.
@@ -224,9 +235,9 @@ def time_runs(
 
 
 def _enough(times: list[list[float]], spent: float, timed_s: float, busy: BusyElsewhere) -> bool:
-    """Whether automatic repeats may stop: after ``timed_s``, once the runs are steady on an
-    otherwise idle machine, or else after ``PATIENCE * timed_s`` (a busy machine may give some
-    undisturbed runs meanwhile; steady runs on a busy one may all be slowed alike)."""
+    """Whether automatic repeats may stop: after ``timed_s``, once every median is pinned on an
+    otherwise idle machine, or else after ``PATIENCE * timed_s`` (steady runs on a busy machine
+    may all be slowed alike)."""
     if len(times[0]) < MIN_REPEATS or spent < timed_s:
         return False
     idle = (busy.so_far() or 0.0) < BUSY_ELSEWHERE
@@ -311,7 +322,7 @@ def measure_speed(
 ) -> list[Speed]:
     """Peak training memory, then training-step and forward times, of each variant
     (``memory_efficient`` False/True): each after an untimed run, timed in turns (see
-    ``time_runs``), the fastest run as the headline (``STATISTIC``) with the others' spread."""
+    ``time_runs``), the median run as the headline (``STATISTIC``) with the others' spread."""
     loads, memory = [], []
     for me in variants:
         on_step("peak memory" + (" (memory-efficient)" if me else ""))
@@ -327,7 +338,8 @@ def measure_speed(
         times[what] = time_runs(fns, device, repeats, TIMED_S[what])
     speed = []
     for i, me in enumerate(variants):
-        fwd, step = min(times["forward"][i]), min(times["train step"][i])
+        fwd = statistics.median(times["forward"][i])
+        step = statistics.median(times["train step"][i])
         speed.append(
             Speed(
                 me,
