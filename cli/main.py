@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import io
+import signal
 from typing import Annotated, Optional
 
 import typer
@@ -31,6 +35,9 @@ def main(
     ] = None,
 ) -> None:
     """Search and understand DenseNet and Wide-ResNet architectures."""
+    # `kill -USR1 PID` prints every thread's stack to stderr (a stderr that is a real file)
+    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def _register() -> None:

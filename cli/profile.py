@@ -45,7 +45,7 @@ def profile(
         Optional[int],
         typer.Option(
             min=1,
-            help="Timed runs per measurement, after warm-up; the median is reported"
+            help="Timed runs per measurement (at most 200), after warm-up; the median is reported"
             " [default: at least 5 and a few seconds' worth, on until the median is pinned"
             " within 2%].",
         ),

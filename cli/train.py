@@ -61,7 +61,9 @@ def train(
     ] = 0,
     out_dir: Annotated[
         Optional[Path],
-        typer.Option("--out", help="Run directory [default: runs/NAME-DATASET-sSEED-TIME]."),
+        typer.Option(
+            "--out", help="Run directory [default: studies/runs/NAME-DATASET-sSEED-TIME]."
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out from its last completed epoch.")

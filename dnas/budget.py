@@ -13,8 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from dnas.cost import Cost
+from dnas.cost import Cost, count
 from dnas.errors import DnasError
+from dnas.memory import FLOAT, training_memory
+from dnas.spec import Spec
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _BINARY = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}  # memory
@@ -90,3 +92,48 @@ def human_bytes(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.3g}{unit}"
     return f"{n:g}"
+
+
+def require_fits(
+    spec: Spec,
+    available: int | None,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    input_size: tuple[int, int] = (32, 32),
+    memory_efficient: bool = False,
+) -> None:
+    """Refuse, before anything is built, a network whose fp32 weights, or with ``batch_size``
+    one training step of it (``dnas.memory``), need more than the ``available`` bytes of
+    ``device`` (None: unknown, nothing refused). Without it a name such as wrn-100000000-10
+    spends hours building modules, then fails to allocate them.
+
+    Raises:
+        DnasError: what it needs, what there is, and what would fit.
+    """
+    if available is None:
+        return
+    params = count(spec, input_size).params
+    if params * FLOAT > available:
+        raise DnasError(
+            f"{spec.name} has {params:,} parameters: its weights alone need"
+            f" {_gib(params * FLOAT)}, more than the {_gib(available)} of memory available on"
+            f" the {device}; choose a smaller model"
+        )
+    if batch_size is None:
+        return
+    need = training_memory(spec, batch_size, input_size, memory_efficient, device).peak
+    if need > available:
+        one = training_memory(spec, 1, input_size, memory_efficient, device).peak
+        fits = 0  # memory grows about linearly with the batch: the largest that would fit
+        if one <= available:
+            fits = 1 + (available - one) * (batch_size - 1) // (need - one)
+        advice = f"a batch of at most about {fits:,}" if fits else "a smaller model"
+        raise DnasError(
+            f"a training step of {spec.name} at batch {batch_size:,} needs {_gib(need)}"
+            f" (predicted), more than the {_gib(available)} of memory available on the {device};"
+            f" use {advice}"
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"

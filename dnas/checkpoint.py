@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dnas.budget import require_fits
+from dnas.device import available_memory
 from dnas.errors import DnasError
 from dnas.models import build
 from dnas.spec import DenseNetSpec, Spec, WRNSpec
@@ -204,6 +206,10 @@ def load_model(path: str | Path) -> tuple[Spec, nn.Module]:
         spec = spec_from_dict(ckpt.get("spec"))
     except DnasError as e:
         raise DnasError(f"{file}: its stored spec is unusable ({e})") from None
+    try:  # before building: a forged spec may be huge
+        require_fits(spec, available_memory("cpu"))
+    except DnasError as e:
+        raise DnasError(f"{file}: {e}") from None
     model = build(spec)
     if why := _misfit(model, ckpt.get("model")):
         raise DnasError(f"{file}: its weights do not fit its spec {spec.name} ({why})")
@@ -309,8 +315,11 @@ def provenance() -> dict:
 # ---- the run folder ---------------------------------------------------------------------------
 
 
-def default_run_dir(spec_name: str, dataset: str, seed: int, root: str | Path = "runs") -> Path:
-    """``runs/NAME-DATASET-sSEED-TIME``, with an image folder's path made safe for a file name."""
+def default_run_dir(
+    spec_name: str, dataset: str, seed: int, root: str | Path = "studies/runs"
+) -> Path:
+    """``studies/runs/NAME-DATASET-sSEED-TIME`` (dnas writes under studies/ and reports/ only),
+    with an image folder's path made safe for a file name."""
     safe = dataset.replace(":", "_").replace("/", "_")
     return Path(root) / f"{spec_name}-{safe}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 

@@ -49,3 +49,23 @@ def device_name(device: str) -> str:
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes a new network may still take on ``device``: the GPU's free memory on CUDA, the
+    kernel's MemAvailable on the CPU (Linux); None where it cannot be known."""
+    if device == "cuda":
+        import torch
+
+        try:
+            return torch.cuda.mem_get_info()[0]
+        except (RuntimeError, AssertionError):  # no driver, or torch built without CUDA
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from dnas.budget import require_fits
 from dnas.cost import Stage, stages
 from dnas.datasets import DatasetInfo
-from dnas.device import device_name, resolve_device
+from dnas.device import available_memory, device_name, resolve_device
+from dnas.errors import DnasError
 from dnas.flops import fvcore_count
 from dnas.memory import training_memory
 from dnas.models import build
@@ -381,9 +383,12 @@ def profile(
             busy machine (see ``time_runs``).
         on_step: called with a short description before each measurement (for progress display).
     """
+    if repeats is not None and not 1 <= repeats <= MAX_REPEATS:
+        raise DnasError(f"--repeats {repeats}: give 1 to {MAX_REPEATS} timed runs")
     device = resolve_device(device)
     batch_size = batch_size or default_batch_size(device)
     size = (dataset.height, dataset.width)
+    require_fits(spec, available_memory(device), device, batch_size, size)
     closed: list[Stage] = stages(spec, size)
     on_step("fvcore count")
     model = build(spec)

@@ -23,7 +23,7 @@ import optuna
 
 from dnas import pareto
 from dnas import study as records
-from dnas.budget import needs_memory, parse_budgets
+from dnas.budget import needs_memory, parse_budgets, require_fits
 from dnas.config import Objective, Sampler, SearchConfig
 from dnas.datasets import DatasetInfo
 from dnas.device import Device
@@ -450,7 +450,8 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -
     """Check everything that can be checked before any trial, and settle the device and the
     number of workers. Writes nothing."""
     from dnas.datasets import dataset_info
-    from dnas.device import resolve_device
+    from dnas.device import available_memory, resolve_device
+    from dnas.names import parse_name
     from dnas.space import search_space
 
     device = Device(resolve_device(config.device.value))
@@ -458,8 +459,15 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -
         info = dataset_info(config.dataset)
         batch = config.train_batch_size if needs_memory(parse_budgets(config.budgets)) else None
         # raises if none fits
-        search_space(config.space.value, info.name, config.budgets, batch_size=batch,
-                     device=device.value)  # fmt: skip
+        space = search_space(config.space.value, info.name, config.budgets, batch_size=batch,
+                             device=device.value)  # fmt: skip
+        # and if even the smallest candidate cannot train at this batch on this machine (on a
+        # GPU each trial checks for itself: asking here would hold a CUDA context all along)
+        if device is Device.cpu:
+            smallest = min(space.rows, key=lambda r: (r["params"], r["name"]))["name"]
+            require_fits(parse_name(smallest, info.num_classes, info.channels),
+                         available_memory("cpu"), "cpu", config.train_batch_size,
+                         (info.height, info.width))  # fmt: skip
     workers = config.workers
     capacity = worker_capacity(device.value)
     if workers > capacity:

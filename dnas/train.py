@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnas.budget import require_fits
 from dnas.checkpoint import (
     RunDir,
     checkpoint_state,
@@ -29,7 +30,7 @@ from dnas.checkpoint import (
     spec_to_dict,
 )
 from dnas.data import DataSplits, batches
-from dnas.device import device_name
+from dnas.device import available_memory, device_name
 from dnas.errors import DnasError
 from dnas.models import build
 from dnas.recipes import Recipe, resolve_recipe
@@ -238,6 +239,9 @@ def setup(
     folder = RunDir(Path(run_dir)) if run_dir is not None else None
     ckpt = _checkpoint_to_resume(folder, resume, spec, config, data)
 
+    device = torch.device(config.device).type
+    require_fits(spec, available_memory(device), device, recipe.batch_size,
+                 data.info.input_size[1:], config.memory_efficient)  # fmt: skip
     torch.manual_seed(config.seed)
     model = build(spec, config.memory_efficient).to(config.device)
     if config.channels_last:

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from dnas.budget import BudgetError, parse_budget
-from dnas.cost import Cost
+from dnas.budget import BudgetError, parse_budget, require_fits
+from dnas.cost import Cost, count
+from dnas.errors import DnasError
+from dnas.memory import training_memory
+from dnas.names import parse_name
 
 
 @pytest.mark.parametrize(
@@ -58,3 +61,42 @@ def test_memory_budget_reads_the_costs_memory_and_prints_back():
     assert not b.allows(Cost(1, 1, 1, memory=2 * 2**30 + 1))
     with pytest.raises(ValueError, match="batch_size"):  # a cost counted without a batch
         b.allows(Cost(1, 1, 1))
+
+
+GiB = 2**30
+
+
+def test_a_network_whose_weights_exceed_the_memory_is_refused_before_it_is_built():
+    # wrn-28-10 (36.5M parameters, 146 MB of fp32 weights) against 100 MB.
+    spec = parse_name("wrn-28-10")
+    params = count(spec).params
+    assert 36_400_000 < params < 36_600_000  # the paper's 36.5M
+    with pytest.raises(DnasError) as e:
+        require_fits(spec, 100 * 2**20, "cuda")
+    assert str(e.value) == (
+        f"wrn-28-10 has {params:,} parameters: its weights alone need"
+        f" {params * 4 / GiB:.1f} GiB, more than the 0.1 GiB of memory available on the cuda;"
+        " choose a smaller model"
+    )
+    require_fits(spec, 200 * 2**20, "cuda")  # weights fit, and no batch to check
+    require_fits(spec, None)  # memory unknown: nothing refused
+
+
+def test_a_batch_too_large_names_the_largest_that_fits():
+    spec, available = parse_name("densenet-bc-100"), 2 * GiB
+    need = training_memory(spec, 4096, (32, 32)).peak
+    with pytest.raises(DnasError) as e:
+        require_fits(spec, available, "cpu", 4096)
+    text = str(e.value)
+    assert text.startswith(
+        f"a training step of densenet-bc-100 at batch 4,096 needs {need / GiB:.1f} GiB"
+        " (predicted), more than the 2.0 GiB of memory available on the cpu; use a batch of"
+        " at most about "
+    )
+    fits = int(text.rsplit(" ", 1)[1].replace(",", ""))
+    # The advice is close: that batch fits within 2%, and 3% more would not.
+    assert training_memory(spec, fits, (32, 32)).peak <= 1.02 * available
+    assert training_memory(spec, int(fits * 1.03) + 1, (32, 32)).peak > available
+    require_fits(spec, available, "cpu", fits // 2)
+    with pytest.raises(DnasError, match="at batch 1 needs .* use a smaller model$"):
+        require_fits(spec, training_memory(spec, 1, (32, 32)).peak - 1, "cpu", 1)

@@ -223,6 +223,20 @@ def test_a_stored_spec_that_is_not_a_spec_is_refused(
     assert text.startswith(f"{file}: its stored spec is unusable (") and message in text
 
 
+def test_a_forged_spec_too_large_to_build_is_refused_before_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 161 trillion parameters: building it would take hours, then fail to allocate.
+    huge = {"family": "wrn", "depth": 100_000_000, "widen": 10}
+    file = forge(genuine(tmp_path / "run"), spec=huge)
+    monkeypatch.setattr("dnas.checkpoint.build", lambda *a: pytest.fail("built it"))
+    monkeypatch.setattr("dnas.checkpoint.available_memory", lambda device: 8 * 2**30)
+    with pytest.raises(DnasError) as e:
+        load_model(file)
+    assert one_line(e).startswith(f"{file}: wrn-100000000-10 has 161,354,")
+    assert "more than the 8.0 GiB of memory available on the cpu; choose a smaller" in str(e.value)
+
+
 def test_weights_that_are_not_a_state_dict_are_refused(tmp_path: Path) -> None:
     file = forge(genuine(tmp_path / "run"), model=[1, 2, 3])
     with pytest.raises(DnasError, match="do not fit its spec densenet-bc-10-k4 \\(no state dict"):
@@ -262,7 +276,9 @@ def test_resume_errors_say_what_to_do(tmp_path: Path) -> None:
 
 def test_default_run_dir() -> None:
     path = default_run_dir("wrn-16-4", "imagefolder:/data/pets", 3)
-    assert re.fullmatch(r"runs/wrn-16-4-imagefolder__data_pets-s3-\d{8}-\d{6}", path.as_posix())
+    assert re.fullmatch(
+        r"studies/runs/wrn-16-4-imagefolder__data_pets-s3-\d{8}-\d{6}", path.as_posix()
+    )
 
 
 def test_a_checkpoint_removed_while_it_is_read_is_one_line(tmp_path, monkeypatch):

@@ -103,6 +103,22 @@ def test_profile_real_tiny_model_json():
     assert abs(speed["predicted_memory_error"]) < 0.10
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["wrn-100000000-10"], "wrn-100000000-10 has 161,"),  # hours of building, then no memory
+        (["wrn-16-2", "--batch-size", "99999999999"], "at batch 99,999,999,999 needs"),
+        (["wrn-16-2", "--repeats", "99999999999"], "--repeats 99999999999: give 1 to 200 timed"),
+    ],
+)
+def test_profile_refuses_what_cannot_fit_in_one_line_before_building(args, message, monkeypatch):
+    monkeypatch.setattr("dnas.profile.build", lambda *a: pytest.fail("built it"))
+    result = run("profile", *args)
+    assert result.exit_code == 2
+    line = result.output.strip()
+    assert "\n" not in line and line.startswith("Error: ") and message in line
+
+
 def test_profile_densenet_table_has_memory_efficient_row():
     result = run("profile", "densenet-bc-10-k4", "--batch-size", "4", "--repeats", "1")
     assert result.exit_code == 0, result.output

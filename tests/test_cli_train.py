@@ -199,3 +199,16 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, idx: Path) -> No
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(cut / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_batch_that_cannot_fit_is_one_line_before_anything_is_written(
+    tmp_path: Path, idx: Path
+) -> None:
+    out = tmp_path / "run"
+    args = ["train", "densenet-bc-10-k4", "--dataset", "fashion-mnist", "--batch-size"]
+    args += ["99999999999", "--val-size", "50", "--data-dir", str(idx), "--out", str(out)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    error = r.output.strip().splitlines()[-1]
+    assert error.startswith("Error: a training step of densenet-bc-10-k4 at batch 99,999,999,999")
+    assert "use a batch of at most about" in error and not out.exists()

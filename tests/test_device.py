@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from dnas_cli.main import app
 from typer.testing import CliRunner
 
-from dnas.device import device_name, resolve_device
+from dnas.device import available_memory, device_name, resolve_device
 from dnas.errors import DnasError
 
 
@@ -64,3 +66,20 @@ def test_cli_without_a_gpu_refuses_cuda(monkeypatch: pytest.MonkeyPatch) -> None
 def test_a_real_gpu_is_chosen_and_named() -> None:
     assert resolve_device() == "cuda"
     assert device_name("cuda") == torch.cuda.get_device_name()
+
+
+def test_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = available_memory("cpu")  # MemAvailable on Linux
+    assert isinstance(cpu, int) and 0 < cpu <= os.sysconf("SC_PAGE_SIZE") * os.sysconf(
+        "SC_PHYS_PAGES"
+    )
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (3 * 2**30, 80 * 2**30))
+    assert available_memory("cuda") == 3 * 2**30  # free, not total
+
+    def no_driver(*a: object) -> None:
+        raise RuntimeError("Found no NVIDIA driver on your system")
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", no_driver)
+    assert available_memory("cuda") is None
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no")))
+    assert available_memory("cpu") is None  # not Linux: unknown, nothing is refused

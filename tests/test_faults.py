@@ -215,7 +215,14 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     while time.time() < deadline and not list(root.glob("trial-*/checkpoint.pt")):
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # say where it hangs: every thread's stack, then stop it
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        _, stderr = proc.communicate()
+        pytest.fail(f"still running 120 s after SIGINT:\n{stderr[-6000:]}")
     assert proc.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]

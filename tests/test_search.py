@@ -167,6 +167,7 @@ def test_impossible_budget_fails_before_any_trial(tmp_path):
         (["--config", "nope.toml"], "no such file"),
         (["-b", "1M"], "e.g. 1M-params"),
         (["--storage", "nosuchdb://x"], "cannot open storage"),
+        (["-b", "100k-params", "--batch-size", "99999999999"], "use a batch of at most about"),
     ],
 )
 def test_bad_search_input(args, fragment, tmp_path):
@@ -187,6 +188,7 @@ def test_bad_search_input(args, fragment, tmp_path):
     )
     assert result.exit_code == 2, result.output
     assert fragment in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "s.db").exists()  # refused before the study is made
 
 
 def test_cli_search_json_and_config_file(tmp_path):
