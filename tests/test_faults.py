@@ -208,8 +208,14 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     ]  # fmt: skip (full-fidelity trials: still training at the signal)
     # One thread: on a loaded 2-core machine two OpenMP threads per process can run 20x slower.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    # A shell without job control starts background commands (`make test &`) with SIGINT
+    # ignored, and a child inherits that: Ctrl-C's default comes back for this one.
+    def default_ctrl_c() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, preexec_fn=default_ctrl_c, **pipes)
     deadline = time.time() + 120
     root = tmp_path / "studies" / "c"
     while time.time() < deadline and not list(root.glob("trial-*/checkpoint.pt")):
