@@ -212,3 +212,17 @@ def test_a_batch_that_cannot_fit_is_one_line_before_anything_is_written(
     error = r.output.strip().splitlines()[-1]
     assert error.startswith("Error: a training step of densenet-bc-10-k4 at batch 99,999,999,999")
     assert "use a batch of at most about" in error and not out.exists()
+
+
+def test_without_out_the_run_goes_under_studies(
+    tmp_path: Path, idx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "project"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    r = runner.invoke(app, ["train", *TINY, "--epochs", "1", "--data-dir", str(idx)])
+    assert r.exit_code == 0, r.output
+    assert [p.name for p in work.iterdir()] == ["studies"]  # nothing beside it
+    (run,) = (work / "studies" / "runs").iterdir()
+    assert run.name.startswith("densenet-bc-10-k4-fashion-mnist-s3-")
+    assert (run / "checkpoint.pt").is_file() and (run / "result.json").is_file()
