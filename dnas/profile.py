@@ -340,19 +340,18 @@ def measure_speed(
         times[what] = time_runs(fns, device, repeats, TIMED_S[what])
     speed = []
     for i, me in enumerate(variants):
-        fwd = statistics.median(times["forward"][i])
-        step = statistics.median(times["train step"][i])
+        fwd, step = Spread.of(times["forward"][i]), Spread.of(times["train step"][i])
         speed.append(
             Speed(
                 me,
-                fwd * 1e3,
-                batch_size / fwd,
-                step * 1e3,
-                batch_size / step,
+                fwd.median_ms,
+                batch_size / fwd.median_ms * 1e3,
+                step.median_ms,
+                batch_size / step.median_ms * 1e3,
                 int(memory[i][0]),
                 memory[i][1],
-                Spread.of(times["forward"][i]),
-                Spread.of(times["train step"][i]),
+                fwd,
+                step,
                 training_memory(spec, batch_size, dataset.input_size[1:], me, device.type).peak,
             )
         )
