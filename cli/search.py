@@ -196,10 +196,8 @@ class _Progress:
         else:
             what = f"{r.name or '?'}: {r.state} {r.note}"
         best = "best -" if e.best_acc is None else f"best {e.best_acc:.4f}"
-        err.print(
-            f"[{e.trained}/{e.target or '?'} trained] trial {r.number}: {what} | {best}",
-            highlight=False,
-        )
+        count = f"{e.trained}/{e.target}" if e.target else f"{e.trained}"
+        err.print(f"[{count} started] trial {r.number}: {what} | {best}", highlight=False)
 
 
 def _show(s) -> None:  # noqa: ANN001 - a SearchSummary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,6 @@ from typer.testing import CliRunner
 from dnas import study as records
 from dnas.config import SearchConfig, make_config
 from dnas.device import device_name
-from dnas.errors import DnasError
 from dnas.search import SearchFailed, open_study, search, trained_count
 
 TINY = dict(
@@ -205,6 +205,8 @@ def test_cli_search_json_and_config_file(tmp_path):
     assert data["complete"] + data["stopped"] == 2 and data["best"]["params"] <= 20_000
     assert all(m["name"].startswith("densenet") for m in data["front"])
     assert Path(data["report"]).is_file() and "plotly" in Path(data["report"]).read_text()
+    # the progress line of each finished trial: trials started of --trials, the best so far
+    assert re.search(r"^\[[12]/2 started\] trial \d+: .* \| best ", result.stderr, re.M)
 
 
 def test_two_local_workers_share_sqlite(tmp_path):
@@ -215,46 +217,53 @@ def test_two_local_workers_share_sqlite(tmp_path):
     assert 4 <= len(states) <= 5  # each worker stops once 4 are trained; a race can add one
 
 
+# Runs the CLI with the second candidate's training blocked (after writing a marker file), so that
+# the test kills the process at a known moment: one trial complete, one training.
+BLOCK_SECOND = """
+import sys, time
+from pathlib import Path
+import dnas.train
+real, seen, marker = dnas.train.train, [], Path(sys.argv.pop(1))
+def train(spec, data, config, run_dir, **kw):
+    seen.append(run_dir) if run_dir not in seen else None
+    if len(seen) > 1:
+        marker.write_text(str(run_dir))
+        time.sleep(3600)
+    return real(spec, data, config, run_dir=run_dir, **kw)
+dnas.train.train = train
+from dnas_cli.main import app
+app(prog_name="dnas")
+"""
+
+
 @pytest.mark.slow
 def test_killed_worker_loses_no_completed_trial(tmp_path):
     study_name, db = "kill", tmp_path / "kill.db"
     args = [
-        sys.executable,
-        "-m",
-        "dnas_cli.main",
         *cli_args(tmp_path, study_name, 2)[:-4],
         "--space",
         "densenet",
-        "--train-subset",
-        "1500",
         "--study",
         study_name,
         "--storage",
         f"sqlite:///{db}",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    wrapper, marker = tmp_path / "block_second.py", tmp_path / "second-started"
+    wrapper.write_text(BLOCK_SECOND)
     proc = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, str(wrapper), str(marker), *args],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     storage = f"sqlite:///{db}"
     deadline = time.time() + 240
-    # Kill it while a trial trains, after at least one completed.
-    while time.time() < deadline:
-        time.sleep(1)
-        if not db.exists():
-            continue
-        try:  # the database file exists a moment before its schema and the study's row do
-            trials = records.load_study(study_name, storage).trials
-        except DnasError:
-            continue
-        done = [
-            t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and records.started(t)
-        ]
-        running = [
-            t for t in trials if t.state == optuna.trial.TrialState.RUNNING and records.started(t)
-        ]
-        if done and running:
-            break
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), proc.stderr.read()[-2000:] if proc.poll() is not None else "timed out"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {
@@ -265,7 +274,12 @@ def test_killed_worker_loses_no_completed_trial(tmp_path):
     assert before
     time.sleep(35)  # past the heartbeat's grace period: the killed trial is stale
     rerun = subprocess.run(
-        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+        [sys.executable, "-m", "dnas_cli.main", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     study = optuna.load_study(study_name=study_name, storage=storage)
