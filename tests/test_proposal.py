@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
 
@@ -114,8 +116,21 @@ def test_initial_design_spreads_over_log_params_and_round_trips(space, budget_te
     picks = fs.spread(6)
     sizes = [count(s, (28, 28)).params for s in picks]
     assert len(set(picks)) == 6 and sizes == sorted(sizes)
-    feasible = [count(s, (28, 28)).params for s in fs.feasible()]
-    assert sizes[0] == min(feasible) and sizes[-1] == max(feasible)  # the ends of the range
+    feasible = {s: count(s, (28, 28)).params for s in fs.feasible()}
+    lo, hi = math.log(min(feasible.values())), math.log(max(feasible.values()))
+    step = (hi - lo) / 5
+    taken: set = set()
+    for i in range(6):  # brute force: each point's pick is the quickest near it
+        point = lo + i * step
+        off = {s: abs(math.log(p) - point) for s, p in feasible.items() if s not in taken}
+        near = [s for s, d in off.items() if d <= step / 4]  # a quarter of the spacing
+        pick = next(s for s in picks if s not in taken and (s in near or not near))
+        if near:
+            assert fs.activations(pick) == min(fs.activations(s) for s in near)
+        else:  # a sparse space: the nearest there is
+            assert off[pick] == min(off.values())
+        taken.add(pick)
+    assert taken == set(picks)
     study = optuna.create_study(directions=["maximize", "minimize"])
     for spec in picks:
         study.enqueue_trial(fs.params_for(spec))
