@@ -492,8 +492,11 @@ def enqueue_initial_design(
         or study.get_trials(deepcopy=False)
     ):
         return []
+    from dnas.device import resolve_device
+
+    device = resolve_device(config.device.value)  # "auto" too: the design ranks by memory
     space = FeasibleSpace(config.space.value, info, parse_budgets(config.budgets),
-                          config.train_batch_size, config.device.value)  # fmt: skip
+                          config.train_batch_size, device)  # fmt: skip
     picks = space.spread(config.initial_design)
     for spec in picks:
         study.enqueue_trial(space.params_for(spec), skip_if_exists=True)
