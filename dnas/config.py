@@ -11,6 +11,7 @@ dependencies, rejects unknown keys and wrong types in strict mode, and its error
 from __future__ import annotations
 
 import enum
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -92,6 +93,8 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         if self.trials is None and self.timeout_s is None:
             raise DnasError("give --trials N or --timeout (e.g. 2h), or both")
         check_study_name(self.study_name)
+        if self.lr is not None and not math.isfinite(self.lr):
+            raise DnasError(f"--lr {self.lr}: expected a finite float > 0")
         if self.min_epochs is not None and self.min_epochs > self.epochs:
             raise DnasError(
                 f"--min-epochs {self.min_epochs} is more than --epochs {self.epochs}: the first"

@@ -114,8 +114,11 @@ def resolve_recipe(
     for field, low in (("epochs", 1), ("batch_size", 1)):
         if getattr(recipe, field) < low:
             raise DnasError(f"{field} must be >= {low}, got {getattr(recipe, field)}")
-    if not recipe.lr > 0 or recipe.weight_decay < 0 or recipe.warmup_epochs < 0:
-        raise DnasError("lr must be > 0, weight decay and warm-up >= 0")
+    if not 0 < recipe.lr < math.inf:
+        raise DnasError(f"lr must be a finite number > 0, got {recipe.lr}")
+    for field in ("weight_decay", "warmup_epochs"):
+        if not 0 <= getattr(recipe, field) < math.inf:
+            raise DnasError(f"{field} must be a finite number >= 0, got {getattr(recipe, field)}")
     if not 0.0 <= recipe.dropout < 1.0:
         raise DnasError(f"dropout must be in [0, 1), got {recipe.dropout}")
     return recipe

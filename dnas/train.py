@@ -170,7 +170,11 @@ def train(
         if stats.diverged:
             reason = stats.diverged
             break
-        run.metrics.append(row := _epoch_row(run, epoch, stats))
+        row = _epoch_row(run, epoch, stats)
+        if not math.isfinite(row["val_loss"]):  # the last steps' updates left non-finite weights
+            reason = f"diverged: validation loss {row['val_loss']} after epoch {epoch + 1}"
+            break
+        run.metrics.append(row)
         if run.folder is not None:
             run.folder.save(run.checkpoint())
         if on_epoch is not None:

@@ -226,3 +226,20 @@ def test_without_out_the_run_goes_under_studies(
     (run,) = (work / "studies" / "runs").iterdir()
     assert run.name.startswith("densenet-bc-10-k4-fashion-mnist-s3-")
     assert (run / "checkpoint.pt").is_file() and (run / "result.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
+        (["--weight-decay", "inf"], "weight_decay must be a finite number >= 0, got inf"),
+        (["--warmup-epochs", "inf"], "warmup_epochs must be a finite number >= 0, got inf"),
+    ],
+)
+def test_non_finite_hyperparameters_are_refused_before_anything_is_written(
+    tmp_path: Path, idx: Path, option: list[str], message: str
+) -> None:
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", *TINY, *option, "--data-dir", str(idx), "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip().splitlines()[-1] == f"Error: {message}" and not out.exists()

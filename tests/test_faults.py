@@ -46,6 +46,7 @@ def run_cli(tmp_path: Path, monkeypatch, *args: str):  # noqa: ANN201
         (["--seed", "-1"], "--seed -1: expected int >= 0"),
         (["--trials", "-3"], "--trials -3: expected int >= 1"),
         (["--timeout", "0s"], "bad duration '0s'"),
+        (["--lr", "inf"], "--lr inf: expected a finite float > 0"),
         (["--study", "../../x"], "bad study name '../../x': use letters, digits"),
         (["--study", ".."], "bad study name '..'"),
         (["--study", "/abs/path"], "bad study name '/abs/path'"),

@@ -239,6 +239,19 @@ def test_divergence_stops_cleanly(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "result.json").read_text())["diverged"]
 
 
+def test_non_finite_weights_after_the_last_step_count_as_divergence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The training loss is checked before each step, so an update that leaves the weights
+    # non-finite in an epoch's last step shows only in the validation loss.
+    import dnas.train
+
+    monkeypatch.setattr(dnas.train, "evaluate", lambda *a, **k: (math.nan, 0.1))
+    r = train(tiny(), tiny_data(), replace(FAST, epochs=2), tmp_path / "run")
+    assert r.diverged and r.reason == "diverged: validation loss nan after epoch 1"
+    assert r.metrics == [] and r.final_val_acc is None
+
+
 def _snapshot(d: Path) -> dict:
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(d.iterdir())}
 
