@@ -17,6 +17,7 @@ whose weights do not fit its spec, is a one-line ``DnasError`` that says which.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pickle
@@ -25,7 +26,6 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from torch import nn
 
 from dnas.budget import require_fits
 from dnas.device import available_memory
-from dnas.errors import DnasError
+from dnas.errors import DnasError, writing
 from dnas.models import build
 from dnas.spec import DenseNetSpec, Spec, WRNSpec
 
@@ -272,14 +272,20 @@ def restore_state(
         ) from None
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Through a temporary file and a rename: a reader sees the old file or the new one. A write
+    the machine refuses (a full disk) is one line, and the old file stays."""
     tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
+    with writing(path, "run folder"):
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda p: Path(p).write_text(text))
+    _atomic_write(path, text.encode())
 
 
 def provenance() -> dict:
@@ -364,7 +370,8 @@ class RunDir:
     def start(self, metrics: list[dict], info: dict | None = None) -> None:
         """Create the folder, write config.json (``info``, for a new run) and rewrite
         metrics.jsonl with the epochs the checkpoint holds."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        with writing(self.path, "run folder"):
+            self.path.mkdir(parents=True, exist_ok=True)
         if info is not None:
             info = {**info, "versions": provenance(), "argv": sys.argv}
             _write_text(self.config_file, json.dumps(info, indent=2) + "\n")
@@ -373,8 +380,10 @@ class RunDir:
     def save(self, state: dict) -> None:
         """Checkpoint first (atomically), then its last metrics line: a resume trusts only the
         checkpoint."""
-        _atomic_write(self.checkpoint_file, lambda p: torch.save(state, p))
-        with open(self.metrics_file, "a") as f:
+        buffer = io.BytesIO()  # serialised in memory: a failed write is an OSError, not torch's
+        torch.save(state, buffer)
+        _atomic_write(self.checkpoint_file, buffer.getvalue())
+        with writing(self.metrics_file, "run folder"), open(self.metrics_file, "a") as f:
             f.write(json.dumps(state["metrics"][-1]) + "\n")
 
     def write_result(self, result: dict) -> None:

@@ -1,12 +1,42 @@
 """User errors: one line that says what was wrong and what would be right.
 
 The command line prints these without a traceback and exits non-zero; anything else is our bug.
+A folder or file the machine refuses (read-only, full, not a folder) is a user error too: its
+message names the option that chose the path.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
 
 
 class DnasError(ValueError):
     """Bad input from a user: a wrong name, a bad budget, a missing dataset, a corrupt file."""
 
     exit_code = 2  # what the command line exits with
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Refuse, before anything is written, a folder ``path`` that cannot be made or written in:
+    its nearest existing ancestor must be a folder this process may write in. Writes nothing
+    (a folder the kernel refuses anyway, such as one under /proc, fails later in ``writing``)."""
+    existing = Path(path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DnasError(f"{what} {path}: {existing} is a file, not a folder; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DnasError(f"{what} {path}: {existing} is not writable; give a folder you can write")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path, what: str, hint: str = "") -> Iterator[None]:
+    """Turn an OSError (read-only, no space, not a folder) while writing ``path`` into one line."""
+    try:
+        yield
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise DnasError(f"{what} {path}: cannot write it ({why}){hint}") from None

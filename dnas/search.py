@@ -27,7 +27,7 @@ from dnas.budget import needs_memory, parse_budgets, require_fits
 from dnas.config import Objective, Sampler, SearchConfig
 from dnas.datasets import DatasetInfo
 from dnas.device import Device
-from dnas.errors import DnasError
+from dnas.errors import DnasError, check_writable, writing
 from dnas.proposal import FeasibleSpace
 from dnas.study import TrialRecord
 from dnas.trial import EpochCallback, TrialRunner
@@ -89,6 +89,11 @@ def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
         )
 
 
+def _database_option(config: SearchConfig) -> str:
+    """The option that chose the SQLite database's folder, for messages."""
+    return "--studies-dir" if config.storage is None else "the --storage database folder"
+
+
 def open_study(config: SearchConfig) -> optuna.Study:
     """Create or load the study (safe when several workers start at once)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # dnas reports trials and failures itself
@@ -105,7 +110,8 @@ def open_study(config: SearchConfig) -> optuna.Study:
     )
     path = records.sqlite_path(config.storage_url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(path.parent, _database_option(config)):
+            path.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(6):
         try:
             study = optuna.create_study(
@@ -455,6 +461,11 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -
     from dnas.space import search_space
 
     device = Device(resolve_device(config.device.value))
+    check_writable(config.studies_dir, "--studies-dir")
+    check_writable(config.reports_dir, "--reports-dir")
+    database = records.sqlite_path(config.storage_url)
+    if database is not None:
+        check_writable(database.parent, _database_option(config))
     if not config.dataset.startswith("imagefolder:"):
         info = dataset_info(config.dataset)
         batch = config.train_batch_size if needs_memory(parse_budgets(config.budgets)) else None
@@ -552,7 +563,11 @@ def search(
         summary.final = retrain(study, config, summary.front)
     from dnas.report import write_report
 
-    summary.report = str(write_report(study, config.report_dir, warn=log))
+    try:
+        summary.report = str(write_report(study, config.report_dir, warn=log))
+    except DnasError as e:
+        again = f"dnas report {config.study_name} --storage {config.storage_url} --out DIR"
+        raise DnasError(f"{e}; the trials are kept: write the report with `{again}`") from None
     if stop:
         raise SearchFailed(f"stopped: {stop} (report: {summary.report})")
     if summary.complete == 0:

@@ -246,6 +246,32 @@ def test_weights_that_are_not_a_state_dict_are_refused(tmp_path: Path) -> None:
 # ---- the run folder ---------------------------------------------------------------------------
 
 
+def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = genuine(tmp_path / "run")
+    before, state = file.read_bytes(), torch.load(file, weights_only=True)
+
+    def full(self: Path, data: bytes) -> int:
+        self.open("wb").write(data[:10])  # a part written, then the device is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(DnasError) as e:
+        RunDir(tmp_path / "run").save(state)
+    assert one_line(e) == (f"run folder {file}: cannot write it (No space left on device)")
+    monkeypatch.undo()
+    assert file.read_bytes() == before  # the resumable checkpoint is the previous one
+    assert sorted(p.name for p in file.parent.iterdir()) == ["checkpoint.pt", "metrics.jsonl"]
+
+
+def test_a_run_folder_under_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DnasError) as e:
+        RunDir(tmp_path / "afile" / "run").start([])
+    assert one_line(e).startswith(f"run folder {tmp_path / 'afile' / 'run'}: cannot write it (")
+
+
 def test_run_folder_files_and_atomic_saves(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     assert not run.holds_run()

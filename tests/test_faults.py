@@ -269,3 +269,27 @@ def test_a_search_asking_for_more_candidates_than_exist_ends(tmp_path, monkeypat
     assert data["reused"] >= MAX_DUPLICATES and {
         m["name"].split("-drop")[0] for m in data["front"]
     } == {"densenet-bc-10-k4"}
+
+
+@pytest.mark.parametrize("option", ["--studies-dir", "--reports-dir"])
+def test_an_unwritable_output_folder_is_refused_before_training(tmp_path, monkeypatch, option):
+    (tmp_path / "afile").write_text("x")
+    result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--trials", "1", option, "afile/x")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: {option} afile/x: {tmp_path / 'afile'} is a file, not a folder; give a folder"
+    ]
+    assert files_under(tmp_path) == {"afile"}
+
+
+def test_a_report_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    result = run_cli(
+        tmp_path, monkeypatch, "search", *SMALL, "--trials", "1", "--space", "densenet"
+    )
+    assert result.exit_code == 0, result.output
+    (tmp_path / "afile").write_text("x")
+    result = run_cli(tmp_path, monkeypatch, "report", "densenet-fashion-mnist-20k-params-3M-flops",
+                     "--out", "afile/r")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: report afile/r/index.html: cannot write it (")
+    assert len(result.output.strip().splitlines()) == 1

@@ -12,6 +12,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from dnas.errors import writing
+
 PLOTLY_JS = "plotly.min.js"
 _PLOT_JS = "function plot(id, f) { Plotly.newPlot(id, f.data, f.layout, {responsive: true}); }"
 
@@ -106,7 +108,9 @@ def render_page(
 def write_page(path: str | Path, title: str, body: str, figures: Figures, *, js: str = "") -> Path:
     """Write a page that opens offline: ``path``, and plotly.js beside it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    script = write_plotlyjs(path.parent)
-    path.write_text(render_page(title, body, figures, script=script, js=js), encoding="utf-8")
+    page = render_page(title, body, figures, script=PLOTLY_JS, js=js)
+    with writing(path, "report"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_plotlyjs(path.parent)
+        path.write_text(page, encoding="utf-8")
     return path
