@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import typer
 from rich.console import Console
 
-from dnas.errors import DnasError
+from dnas.errors import DnasError, Terminated
 
 # Wide enough that names and exact counts are never cut when stdout is a pipe or a file.
 out = Console(width=None if sys.stdout.isatty() else 160)  # results
@@ -25,6 +25,9 @@ def user_errors() -> Iterator[None]:
     except DnasError as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(getattr(e, "exit_code", 2)) from None
+    except Terminated:
+        typer.echo("Terminated.", err=True)
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         raise typer.Exit(130) from None

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from dnas import __version__
+from dnas.errors import stop_on_sigterm
 
 app = typer.Typer(
     name="dnas",
@@ -38,6 +39,8 @@ def main(
     # `kill -USR1 PID` prints every thread's stack to stderr (a stderr that is a real file)
     with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding application)
+        stop_on_sigterm()  # `kill PID` stops as Ctrl-C does: work kept, workers stopped too
 
 
 def _register() -> None:

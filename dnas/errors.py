@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,3 +41,29 @@ def writing(path: str | Path, what: str, hint: str = "") -> Iterator[None]:
     except OSError as e:
         why = e.strerror or str(e)
         raise DnasError(f"{what} {path}: cannot write it ({why}){hint}") from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, a scheduler's stop, ``timeout``): handled as Ctrl-C is, so that
+    what finished is kept and worker processes stop with their parent (exit code 143)."""
+
+
+def stop_on_sigterm() -> None:
+    """From now on SIGTERM raises ``Terminated`` in this process's main thread."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def interruption(error: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM behind ``error``: itself, or the one it was raised while handling
+    (library code cut short in its bookkeeping can fail in its ``finally``)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__context__
+    return None

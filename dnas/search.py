@@ -27,7 +27,14 @@ from dnas.budget import needs_memory, parse_budgets, require_fits
 from dnas.config import Objective, Sampler, SearchConfig
 from dnas.datasets import DatasetInfo
 from dnas.device import Device
-from dnas.errors import DnasError, check_writable, writing
+from dnas.errors import (
+    DnasError,
+    Terminated,
+    check_writable,
+    interruption,
+    stop_on_sigterm,
+    writing,
+)
 from dnas.proposal import FeasibleSpace
 from dnas.study import TrialRecord
 from dnas.trial import EpochCallback, TrialRunner
@@ -49,9 +56,11 @@ class SearchFailed(DnasError):
 
 
 class SearchInterrupted(DnasError):
-    """Ctrl-C: what finished, and how to resume."""
+    """Ctrl-C (exit 130) or SIGTERM (143): what finished, and how to resume."""
 
-    exit_code = 130
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -221,8 +230,14 @@ def run_worker(
     with _experimental():
         optuna.storages.fail_stale_trials(study)
     if config.trials is None or trained_count(study) < config.trials:
-        study.optimize(runner, timeout=config.timeout_s, callbacks=[callback],
-                       catch=(Exception,), gc_after_trial=True)  # fmt: skip
+        try:
+            study.optimize(runner, timeout=config.timeout_s, callbacks=[callback],
+                           catch=(Exception,), gc_after_trial=True)  # fmt: skip
+        except BaseException as e:
+            if (cause := interruption(e)) is None:
+                raise
+            runner.release()
+            raise cause from None
     return stop[0] if stop else None
 
 
@@ -241,10 +256,14 @@ def worker_capacity(device: str) -> int:
 def _worker_entry(config: SearchConfig, index: int, threads: int) -> None:
     import torch
 
+    stop_on_sigterm()  # the parent forwards its SIGTERM here
     torch.set_num_threads(threads)
-    reason = run_worker(
-        msgspec.structs.replace(config, workers=1, seed=config.seed + 1000 * index)
-    )
+    try:
+        reason = run_worker(
+            msgspec.structs.replace(config, workers=1, seed=config.seed + 1000 * index)
+        )
+    except KeyboardInterrupt as e:  # Ctrl-C reaches every process; the parent says what is kept
+        os._exit(143 if isinstance(e, Terminated) else 130)
     os._exit(3 if reason else 0)
 
 
@@ -271,7 +290,11 @@ def _run_processes(config: SearchConfig, study: optuna.Study, on_trial: TrialCal
             procs[0].join(timeout=5)
             _report_new(study, config, reported, on_trial)
         _report_new(study, config, reported, on_trial)
-    finally:  # Ctrl-C reaches the workers too; wait for them, never leave one behind
+    except Terminated:  # sent to this process alone (Ctrl-C reaches the whole process group)
+        for p in procs:
+            p.terminate()
+        raise
+    finally:  # wait for the workers, never leave one behind
         for p in procs:
             p.join(timeout=60)
             if p.is_alive():
@@ -549,11 +572,13 @@ def search(
             stop = run_worker(config, data, study, on_trial, on_epoch)
         else:
             _run_processes(config, study, on_trial)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         summary = _finish(study, config, t0)
+        how = "terminated" if isinstance(e, Terminated) else "interrupted"
         raise SearchInterrupted(
-            f"interrupted: {summary.complete} trained trials are kept in {config.storage_url};"
-            " rerun the same command to resume"
+            f"{how}: {summary.complete} trained trials are kept in {config.storage_url};"
+            " rerun the same command to resume",
+            exit_code=143 if isinstance(e, Terminated) else 130,
         ) from None
     summary = _finish(study, config, t0)
     reached = config.trials is not None and trained_count(study) >= config.trials

@@ -225,6 +225,13 @@ def record_failure(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr("failure", reason.splitlines()[0][:500] if reason else "failed")
 
 
+def record_interrupted(trial: optuna.Trial) -> None:
+    """Stopped by Ctrl-C or SIGTERM while training: not a failure of its own (it does not count
+    towards ``--trials``), and queued again so that a rerun trains it."""
+    trial.set_user_attr("interrupted", "interrupted while training; queued again")
+    trial.study.enqueue_trial(trial.params)
+
+
 def started(trial: optuna.trial.FrozenTrial) -> bool:
     a = trial.user_attrs
     return a.get(_STARTED) is True or a.get(_LEGACY_STARTED) is True
@@ -329,6 +336,7 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
     )
     rejected, skipped = r.get("rejected", str), r.get("skipped", str)
     failure, stopped, pruned = r.get("failure", str), r.get("stopped", str), r.get("pruned", str)
+    interrupted = r.get("interrupted", str)
     curve = rec.curve
     if rejected and not rec.started:
         violation = f" (violation {rec.violation:+.2f})" if rec.violation is not None else ""
@@ -336,7 +344,7 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
     elif skipped and not rec.started:
         rec.state, rec.note = SKIPPED, skipped
     elif trial.state == S.FAIL:
-        rec.state, rec.note = FAILED, failure or "failed"
+        rec.state, rec.note = FAILED, failure or interrupted or "failed"
     elif trial.state == S.PRUNED:
         rec.state = PRUNED
         if curve:

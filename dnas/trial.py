@@ -70,6 +70,7 @@ class TrialRunner:
     rejected: int = 0  # proposals the budget guard refused (zero unless the budget is odd)
     duplicates_in_a_row: int = 0
     space: FeasibleSpace = field(init=False)
+    trial: optuna.Trial | None = field(default=None, init=False)  # the last one started
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -77,6 +78,7 @@ class TrialRunner:
                                    cfg.train_batch_size, self.data.device.type)  # fmt: skip
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        self.trial = trial
         try:
             return self._run(trial)
         except optuna.TrialPruned as e:
@@ -85,6 +87,23 @@ class TrialRunner:
         except Exception as e:  # a bad proposal, an OOM, a bug: recorded, the study goes on
             records.record_failure(trial, f"{type(e).__name__}: {e}")
             raise
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a rerun trains this candidate again
+            if records.started(trial):
+                records.record_interrupted(trial)
+            raise
+
+    def release(self) -> None:
+        """After Ctrl-C or SIGTERM: the last trial, if the interruption came before Optuna
+        recorded its end, is failed (queued again if it trained), never left running."""
+        trial = self.trial
+        if trial is None:
+            return
+        frozen = trial.study.get_trials(deepcopy=False)[trial.number]
+        if frozen.state is not optuna.trial.TrialState.RUNNING:
+            return
+        if records.started(frozen) and "interrupted" not in frozen.user_attrs:
+            records.record_interrupted(trial)
+        trial.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     def _values(self, acc: float, cost: float) -> float | tuple[float, float]:
         return (acc, cost) if self.config.objective is Objective.pareto else acc

@@ -18,8 +18,15 @@ from typer.testing import CliRunner
 
 from dnas import study as records
 from dnas.config import make_config
-from dnas.errors import DnasError
-from dnas.search import MAX_DUPLICATES, SearchFailed, prepare, prune_checkpoints, search
+from dnas.errors import DnasError, Terminated, interruption
+from dnas.search import (
+    MAX_DUPLICATES,
+    SearchFailed,
+    prepare,
+    prune_checkpoints,
+    run_worker,
+    search,
+)
 
 SMALL = ["-b", "20k-params", "-b", "3M-flops", "--dataset", "fashion-mnist", "--epochs", "1",
          "--train-subset", "300", "--val-size", "200", "--batch-size", "64"]  # fmt: skip
@@ -238,6 +245,8 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     kept = {r.number for r in records.read_all(study) if r.state == records.TRAINED}
     left = {int(p.parent.name[6:]) for p in root.glob("trial-*/checkpoint.pt")}
     assert left <= kept  # no orphan checkpoint of the interrupted trial
+    (cut,) = [t for t in study.trials if records.read(t).note.startswith("interrupted")]
+    assert cut.params in queued(study)  # a rerun trains it
     assert files_under(tmp_path) <= {"studies"} | {
         str(p.relative_to(tmp_path)) for p in (tmp_path / "studies").rglob("*")
     }
@@ -293,3 +302,89 @@ def test_a_report_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     assert result.exit_code == 2, result.output
     assert result.output.startswith("Error: report afile/r/index.html: cannot write it (")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def queued(study: optuna.Study) -> list[dict]:
+    """The parameters of the trials waiting in the queue (Optuna keeps them as fixed_params)."""
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    return [t.system_attrs["fixed_params"] for t in waiting]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_workers_too_and_keeps_what_finished(tmp_path):
+    """`kill PID` reaches the parent alone: it must stop its worker processes (they used to go
+    on training, orphaned), say what is kept in one line, and exit 143."""
+    args = [sys.executable, "-m", "dnas_cli.main", "search", *SMALL, "--train-subset", "3000",
+            "--epochs", "3", "--trials", "20", "--space", "densenet", "--workers", "2",
+            "--study", "t"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, start_new_session=True, **pipes)
+    root, deadline = tmp_path / "studies" / "t", time.time() + 120
+    while time.time() < deadline and len(list(root.glob("trial-*/config.json"))) < 2:
+        time.sleep(0.5)  # both workers are training
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    workers = [
+        pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(workers) == 2  # (the other child, multiprocessing's resource tracker, ends later)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: terminated:") and "rerun the same command" in last
+    assert not [pid for pid in workers if _alive(int(pid))]
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/studies/t.db")
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    cut = [t for t in study.trials if records.read(t).note.startswith("interrupted")]
+    assert cut and all(t.params in queued(study) for t in cut)
+
+
+def test_interruption_is_found_behind_the_error_it_caused():
+    cut = Terminated()
+    try:
+        try:
+            raise cut
+        finally:
+            raise UnboundLocalError("cleanup cut short")  # what Optuna's finally raises then
+    except UnboundLocalError as e:
+        assert interruption(e) is cut
+    assert interruption(ValueError("x")) is None and interruption(None) is None
+    ctrl_c = KeyboardInterrupt()
+    assert interruption(ctrl_c) is ctrl_c
+
+
+def test_an_interruption_while_optuna_records_a_trial_leaves_nothing_running(
+    tmp_path, monkeypatch
+):
+    """SIGTERM between the end of training and Optuna's record of it: Optuna's own cleanup then
+    fails (an UnboundLocalError); the worker still stops as interrupted, and the trial is failed
+    and queued again, not left running."""
+    import optuna.study._optimize as optimize
+
+    def cut_short(**kwargs):
+        raise Terminated()
+
+    monkeypatch.setattr(optimize, "_tell_with_warning", cut_short)
+    cfg = make_config({"budgets": ("20k-params",), "dataset": "fashion-mnist", "trials": 1,
+                       "train_subset": 300, "val_size": 200, "epochs": 1, "space": "densenet",
+                       "studies_dir": str(tmp_path / "studies"),
+                       "reports_dir": str(tmp_path / "reports")})  # fmt: skip
+    with pytest.raises(Terminated):
+        run_worker(cfg)
+    study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage_url)
+    (done,) = [t for t in study.trials if t.state != optuna.trial.TrialState.WAITING]
+    assert done.state == optuna.trial.TrialState.FAIL
+    assert records.read(done).note == "interrupted while training; queued again"
+    assert done.params in queued(study)
