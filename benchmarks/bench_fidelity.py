@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _rank import kendall_tau  # noqa: E402
 
 from dnas.budget import parse_budgets  # noqa: E402
+from dnas.config import DATA_SEED  # noqa: E402
 from dnas.data import load_data  # noqa: E402
 from dnas.datasets import DATASETS  # noqa: E402
-from dnas.search import DATA_SEED  # noqa: E402
 from dnas.space import candidates, within  # noqa: E402
 from dnas.train import TrainConfig, train  # noqa: E402
 

@@ -23,11 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _rank import kendall_tau, spearman_rho  # noqa: E402
 
+from dnas.config import DATA_SEED  # noqa: E402
 from dnas.data import load_data  # noqa: E402
 from dnas.datasets import DATASETS  # noqa: E402
 from dnas.names import parse_name  # noqa: E402
 from dnas.proxies import Proxy, proxy_batch, score  # noqa: E402
-from dnas.search import DATA_SEED  # noqa: E402
 
 
 def main() -> None:

@@ -48,6 +48,10 @@ class Sampler(str, enum.Enum):
     random = "random"
 
 
+# The validation split and the training subset are drawn with this seed, whatever --seed says:
+# every trial of a study, from any worker or machine, is compared on the same images.
+DATA_SEED = 0
+
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Seed = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]

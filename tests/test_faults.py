@@ -19,14 +19,8 @@ from typer.testing import CliRunner
 from dnas import study as records
 from dnas.config import make_config
 from dnas.errors import DnasError, Terminated, interruption
-from dnas.search import (
-    MAX_DUPLICATES,
-    SearchFailed,
-    prepare,
-    prune_checkpoints,
-    run_worker,
-    search,
-)
+from dnas.search import SearchFailed, prepare, run_worker, search
+from dnas.summary import MAX_DUPLICATES, prune_checkpoints
 
 SMALL = ["-b", "20k-params", "-b", "3M-flops", "--dataset", "fashion-mnist", "--epochs", "1",
          "--train-subset", "300", "--val-size", "200", "--batch-size", "64"]  # fmt: skip

@@ -11,11 +11,12 @@ import torch
 
 from dnas import pareto
 from dnas import study as records
-from dnas.config import make_config
+from dnas.config import DATA_SEED, make_config
 from dnas.data import load_data
 from dnas.fidelity import decide, rungs
 from dnas.names import parse_name
-from dnas.search import DATA_SEED, open_study, run_worker, summarize
+from dnas.search import open_study, run_worker
+from dnas.summary import summarize
 from dnas.train import TrainConfig, train
 
 

@@ -345,7 +345,7 @@ def test_summary_front_honours_the_cost_metric(tmp_path):
         attrs = {"name": name, "family": "densenet", "params": params, "flops": flops,
                  "started_training": True, "metrics": [{"epoch": 1, "val_acc": acc}]}  # fmt: skip
         study.add_trial(optuna.trial.create_trial(values=[acc, float(flops)], user_attrs=attrs))
-    from dnas.search import summarize
+    from dnas.summary import summarize
 
     by_flops = summarize(study, tiny(tmp_path, cost="flops"), 1.0)
     by_params = summarize(study, tiny(tmp_path, cost="params"), 1.0)
