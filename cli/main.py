@@ -9,12 +9,44 @@ import signal
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from dnas import __version__
 from dnas.errors import stop_on_sigterm
 
+# click's ClickException (a bad option value, a missing argument, an unknown command): newer Typer
+# releases vendor click, older ones import it; BadParameter derives from it in both
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors in one line on stderr, as dnas's own errors are, not Typer's boxed panel."""
+
+    def make_context(self, *args, **kwargs):  # the group's own options: `dnas --nope`
+        with _one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):  # the command's name, options and arguments: `dnas train --epochs 0`
+        with _one_line():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line():
+    try:
+        yield
+    except _CLICK_ERROR as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `dnas` alone prints the help
+            raise
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"Error: {e.format_message().rstrip('.')}{hint}", err=True)
+        raise typer.Exit(e.exit_code) from None
+
+
 app = typer.Typer(
     name="dnas",
+    cls=_OneLineErrors,
     help="Search and understand DenseNet and Wide-ResNet architectures.",
     no_args_is_help=True,
     add_completion=False,

@@ -22,6 +22,8 @@ def test_version_and_help():
     assert run("--version").output.strip() == f"dnas {__version__}"
     result = run("space", "--help")
     assert result.exit_code == 0 and "B(3,1,3)" in result.output
+    bare = run()  # no command: the help, not an error line
+    assert "Usage: dnas" in bare.output and "profile" in bare.output and "Error" not in bare.output
 
 
 def test_help_does_not_import_torch():
@@ -167,6 +169,13 @@ BAD_INPUTS = [
     (("space", "resnet"), "resnet"),
     (("space", "all", "--limit", "-1"), "limit"),
     (("space", "all", "--sort", "speed"), "speed"),
+    # Typer's own checks (option types and ranges, choices, arguments, command names)
+    (("train", "wrn-10-1", "--epochs", "0"), "'--epochs'"),
+    (("search", "-b", "1M-params", "--sampler", "foo"), "'foo' is not one of"),
+    (("profile",), "Missing argument 'name'"),
+    (("space", "--limit", "many"), "'--limit'"),
+    (("nosuch",), "No such command 'nosuch'"),
+    (("--nope",), "No such option: --nope"),
 ]
 
 
@@ -175,7 +184,9 @@ def test_bad_input_is_one_clear_line(args, fragment):
     result = run(*args)
     assert result.exit_code == 2
     assert fragment in result.output
-    assert "Traceback" not in result.output
+    assert result.output.startswith("Error: ") and len(result.output.strip().splitlines()) == 1, (
+        result.output
+    )
 
 
 def test_cuda_requested_without_gpu():
