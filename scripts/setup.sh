@@ -28,7 +28,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 # (This machine's pip config lists local indexes that may be absent; hide only those warnings.)
-pip() { "$VENV/bin/python" -m pip -q --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+# --no-cache-dir: the CUDA build of torch is gigabytes; a cached copy beside the installed one once
+# filled a CI machine's disk (ENOSPC during set-up).
+pip() { "$VENV/bin/python" -m pip -q --disable-pip-version-check --no-cache-dir "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 # torch first, pinned to the releases this project is tested with (a CUDA build that also runs on CPU).
 "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null || pip install "torch==2.14.1" "torchvision==0.29.1"
 pip install -e ".[test]"
