@@ -108,7 +108,9 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     @property
     def study_name(self) -> str:
         default = "-".join([self.space.value, self.dataset, *self.budgets])
-        return self.study or re.sub(r"[^A-Za-z0-9._-]", "_", default)[:100].lstrip(".")
+        if self.study is not None:  # '' is a bad name, not "the default"
+            return self.study
+        return re.sub(r"[^A-Za-z0-9._-]", "_", default)[:100].lstrip(".")
 
     @property
     def storage_url(self) -> str:

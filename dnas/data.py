@@ -10,6 +10,7 @@ does the same; it is what makes short trials cheap).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 from collections.abc import Iterator
@@ -136,6 +137,12 @@ def _load_idx_dir(d: Path) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
+def _folders(root: Path) -> set[Path]:
+    """``root``, the folders under it and its ancestors, those that exist."""
+    below = {d for d in root.rglob("*") if d.is_dir()} if root.is_dir() else set()
+    return below | {d for d in (root, *root.parents) if d.is_dir()}
+
+
 def _torchvision(name: str, root: Path) -> tuple[torch.Tensor, ...]:
     """Train and test images (N×C×H×W uint8) and labels through torchvision's downloaders."""
     import torchvision.datasets as tvd
@@ -151,9 +158,16 @@ def _torchvision(name: str, root: Path) -> tuple[torch.Tensor, ...]:
         }[name]
         return cls(root, train=train, download=True)
 
+    had = _folders(root)
+    try:
+        sets = [get(train) for train in (True, False)]
+    except (OSError, RuntimeError):
+        for d in sorted(_folders(root) - had, key=lambda d: -len(d.parts)):
+            with contextlib.suppress(OSError):  # a failed download leaves no empty folders
+                d.rmdir()
+        raise
     out = []
-    for train in (True, False):
-        ds = get(train)
+    for ds in sets:
         if name == "svhn":
             x, y = torch.from_numpy(ds.data), torch.as_tensor(ds.labels)
         elif name in ("cifar10", "cifar100"):

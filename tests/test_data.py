@@ -114,9 +114,10 @@ def test_missing_dataset_is_one_line_with_both_remedies(
     tmp_path: Path, offline: None, name: str
 ) -> None:
     with pytest.raises(DnasError) as e:
-        load_data(name, tmp_path)
+        load_data(name, tmp_path / "cache" / "data")
     msg = str(e.value)
     assert "\n" not in msg and name in msg and "connected machine" in msg and "--data-dir" in msg
+    assert list(tmp_path.iterdir()) == []  # the failed download left no empty folders behind
 
 
 def test_unknown_dataset() -> None:

@@ -51,6 +51,7 @@ def run_cli(tmp_path: Path, monkeypatch, *args: str):  # noqa: ANN201
         (["--study", "../../x"], "bad study name '../../x': use letters, digits"),
         (["--study", ".."], "bad study name '..'"),
         (["--study", "/abs/path"], "bad study name '/abs/path'"),
+        (["--study", ""], "bad study name ''"),
         (["--study", "a" * 101], "at most 100 characters"),
         (["-b", "1k-params"], "the smallest costs"),
         (["--dataset", "imagefolder:/nonexistent"], "imagefolder"),
