@@ -175,6 +175,9 @@ def parse_duration(text: str) -> float:
     return h * 3600 + mi * 60 + s
 
 
+MAX_STUDY_FILE = 64 * 1024  # bytes; the study files shipped are under 1 KiB
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """A study file's keys as the config's fields; ``make_config`` checks their types."""
     try:
@@ -183,13 +186,22 @@ def read_toml(path: Path) -> dict[str, Any]:
         import tomli as tomllib  # type: ignore[no-redef]
 
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:  # read a bounded amount: the path may be /dev/zero
+            raw = f.read(MAX_STUDY_FILE + 1)
+        if len(raw) > MAX_STUDY_FILE:
+            raise DnasError(
+                f"--config {path}: longer than {MAX_STUDY_FILE // 1024} KiB; a study file is"
+                " a short TOML (see studies/*.toml)"
+            )
+        data = tomllib.loads(raw.decode("utf-8"))
     except IsADirectoryError:
         raise DnasError(f"--config {path}: a directory, not a study file (a .toml)") from None
     except (FileNotFoundError, NotADirectoryError):
         raise DnasError(
             f"--config {path}: no such file (see studies/*.toml for examples)"
         ) from None
+    except OSError as e:
+        raise DnasError(f"--config {path}: cannot read it ({e.strerror or e})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise DnasError(f"--config {path}: not valid TOML ({e})") from None
     unknown = sorted(set(data) - set(file_keys()))

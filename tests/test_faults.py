@@ -82,10 +82,12 @@ def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, 
         ('reports_dir = "."', "unknown key 'reports_dir'"),
         ('study = "../up"', "bad study name '../up'"),
         ("trials = [", "not valid TOML"),
+        ("# " + "x" * 70_000, "longer than 64 KiB; a study file is a short TOML"),
+        (b"trials = 1 \xff".decode("latin-1"), "not valid TOML"),
     ],
 )
 def test_bad_study_file_names_the_key_value_and_expectation(tmp_path, monkeypatch, toml, message):
-    (tmp_path / "s.toml").write_text(toml + "\n")
+    (tmp_path / "s.toml").write_bytes((toml + "\n").encode("latin-1"))  # "\xff": not UTF-8
     result = run_cli(tmp_path, monkeypatch, "search", "--config", "s.toml")
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
