@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from dnas.datasets import DATASETS
-from dnas.memory import training_memory
+from dnas.memory import cpu_channel_block, training_memory
 from dnas.names import parse_name
 from dnas.profile import Workload
 from dnas.spec import DenseNetSpec
@@ -91,7 +91,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"device": args.device, "processor": platform.processor() or platform.machine(),
-               "torch": torch.__version__, "threads": torch.get_num_threads()}  # fmt: skip
+               "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "onednn_channel_block": cpu_channel_block()}  # fmt: skip
     out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -57,6 +60,35 @@ def test_prediction_is_within_ten_percent_of_the_allocator(name, memory_efficien
     measured, _ = work.peak_train_memory()
     predicted = training_memory(spec, 8, (32, 32), memory_efficient).peak
     assert predicted == pytest.approx(measured, rel=0.10)
+
+
+_OTHER_ISA = """
+import torch
+from dnas.datasets import dataset_info
+from dnas.memory import cpu_channel_block, training_memory
+from dnas.names import parse_name
+from dnas.profile import Workload
+spec = parse_name("densenet-c-7-k4-drop0.2")
+work = Workload(spec, dataset_info("cifar10"), 8, torch.device("cpu"), True)
+predicted = training_memory(spec, 8, (32, 32), True).peak
+print(cpu_channel_block(), work.peak_train_memory()[0], predicted)
+"""
+
+
+def test_onednn_capped_at_avx2_pads_channels_to_blocks_of_8():
+    """oneDNN pads channels to its block (16 with AVX-512, 8 below): a network of 4 to 16
+    channels peaks lower with AVX2 kernels, and the prediction follows the kernels in use."""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    done = subprocess.run([sys.executable, "-c", _OTHER_ISA], env=env, capture_output=True,
+                          text=True, check=True, timeout=120)  # fmt: skip
+    block, measured, predicted = map(int, done.stdout.split())
+    assert block == 8
+    assert predicted == pytest.approx(measured, rel=0.10)
+    spec = parse_name("densenet-c-7-k4-drop0.2")
+    wide = training_memory(spec, 8, (32, 32), True, cpu_block=16).peak
+    assert wide > training_memory(spec, 8, (32, 32), True, cpu_block=8).peak == predicted
+    with pytest.raises(ValueError, match="cpu_block must be 8 or 16"):
+        training_memory(spec, 8, cpu_block=12)
 
 
 def test_memory_grows_with_batch_and_depth_and_the_efficient_variant_saves():
