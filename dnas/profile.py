@@ -33,7 +33,7 @@ from dnas.zoo import PAPER_MODELS, PaperModel
 # them (all variants together) and MIN_REPEATS, then on until the median of every measurement is
 # pinned to PRECISION (``Spread.steady``) on an otherwise idle machine, or PATIENCE times TIMED_S
 # have passed (MAX_REPEATS at most). On this project's 2-core CPU, idle, `dnas profile
-# densenet-bc-100` takes 60-80 s, 24-29 timed training steps per variant.
+# densenet-bc-100` takes 60-80 s, 24-29 timed training steps per variant (23-36 s on an EPYC).
 TIMED_S = {"train step": 12.0, "forward": 4.0}
 MIN_REPEATS, MAX_REPEATS = 5, 200
 PATIENCE = 4
@@ -45,7 +45,9 @@ PATIENCE = 4
 # `dnas profile densenet-bc-100` runs each): with the fastest of 7-40 timed runs, the training
 # step moved 30% from one invocation to the next, its median 18%
 # (results/profile_stability_fastest.json); with the median and the runs below, any three
-# consecutive invocations agreed within 9.6% (results/profile_stability.json). Over 10-second
+# consecutive invocations agreed within 9.6% (results/profile_stability.json); on a later AMD
+# EPYC whose speed drifted over tens of seconds, within 11.8% (training step) and 20% (forward):
+# results/profile_stability_avx512.json. Over 10-second
 # windows of one process, the fastest forward pass moved 25%, the median of ~35 runs 12%.
 STATISTIC = "median: the middle of the timed runs (the fastest and slowest printed beside it)"
 PRECISION = 0.02  # runs go on until the median's standard error is within this share of it
