@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import pickle
 import platform
 import subprocess
@@ -34,7 +33,7 @@ from torch import nn
 
 from dnas.budget import require_fits
 from dnas.device import available_memory
-from dnas.errors import DnasError, writing
+from dnas.errors import DnasError, write_atomic, writing
 from dnas.models import build
 from dnas.spec import DenseNetSpec, Spec, WRNSpec
 
@@ -272,20 +271,8 @@ def restore_state(
         ) from None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Through a temporary file and a rename: a reader sees the old file or the new one. A write
-    the machine refuses (a full disk) is one line, and the old file stays."""
-    tmp = path.with_name(path.name + ".tmp")
-    with writing(path, "run folder"):
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
 def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, text.encode())
+    write_atomic(path, text.encode(), "run folder")
 
 
 def provenance() -> dict:
@@ -382,7 +369,7 @@ class RunDir:
         checkpoint."""
         buffer = io.BytesIO()  # serialised in memory: a failed write is an OSError, not torch's
         torch.save(state, buffer)
-        _atomic_write(self.checkpoint_file, buffer.getvalue())
+        write_atomic(self.checkpoint_file, buffer.getvalue(), "run folder")
         with writing(self.metrics_file, "run folder"), open(self.metrics_file, "a") as f:
             f.write(json.dumps(state["metrics"][-1]) + "\n")
 

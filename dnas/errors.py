@@ -43,6 +43,24 @@ def writing(path: str | Path, what: str, hint: str = "") -> Iterator[None]:
         raise DnasError(f"{what} {path}: cannot write it ({why}){hint}") from None
 
 
+def write_atomic(path: Path, data: bytes, what: str) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: a reader, or a process
+    killed mid-write, sees the old file or the new one, never a part. A write the machine refuses
+    (a full disk) is one line, and the old file stays."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: workers share pages
+    with writing(path, what):
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def partial_writes(path: Path) -> list[Path]:
+    """What ``write_atomic`` calls on ``path`` killed mid-write left behind."""
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill PID``, a scheduler's stop, ``timeout``): handled as Ctrl-C is, so that
     what finished is kept and worker processes stop with their parent (exit code 143)."""

@@ -15,6 +15,7 @@ import optuna
 from dnas import pareto
 from dnas import study as records
 from dnas.config import DATA_SEED, Objective, SearchConfig
+from dnas.errors import partial_writes
 from dnas.study import TrialRecord
 
 MAX_DUPLICATES = 30  # proposals in a row of candidates already trained: nothing new is coming
@@ -135,8 +136,7 @@ def prune_checkpoints(root: Path, keep: set[int]) -> int:
         number = folder.name.removeprefix("trial-")
         if not number.isdigit() or int(number) in keep or folder.is_symlink():
             continue
-        for name in (CHECKPOINT, CHECKPOINT + ".tmp"):
-            f = folder / name
+        for f in (folder / CHECKPOINT, *partial_writes(folder / CHECKPOINT)):
             if f.is_file() and not f.is_symlink():
                 f.unlink(missing_ok=True)  # another worker may be pruning the same folder
                 removed += 1

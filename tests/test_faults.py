@@ -168,7 +168,9 @@ def test_pruning_deletes_only_inside_the_study_trial_folders(tmp_path):
     (root / "trial-00003").symlink_to(outside, target_is_directory=True)  # a planted link
     (root / "notes").mkdir()
     (root / "notes" / "checkpoint.pt").write_bytes(b"x")
-    assert prune_checkpoints(root, keep={1}) == 1
+    (drop / ".checkpoint.pt.4242.tmp").write_bytes(b"x")  # a save killed mid-write
+    assert prune_checkpoints(root, keep={1}) == 2
+    assert list(drop.iterdir()) == []
     assert (keep / "checkpoint.pt").exists() and not (drop / "checkpoint.pt").exists()
     assert (outside / "checkpoint.pt").exists() and (root / "notes" / "checkpoint.pt").exists()
     assert prune_checkpoints(tmp_path / "missing", keep=set()) == 0

@@ -11,6 +11,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from typer.testing import CliRunner
 
 from benchmarks.bench_report import synthetic_study
+from dnas.errors import DnasError
 from dnas.pareto import hypervolume
 from dnas.report import build_report_data, render_html, write_report
 from dnas.report import data as rd
@@ -181,6 +182,25 @@ def test_report_page(tmp_path):
         "budget 1M params",
     ):
         assert needle in text, needle
+
+
+def test_a_report_cut_short_keeps_the_previous_page(tmp_path, monkeypatch):
+    """The page is written whole or not at all: a full disk (or a kill) mid-write leaves the
+    previous report readable, and no partial file where the page belongs."""
+    study = synthetic_study(20, seed=3)
+    page = write_report(study, tmp_path / "r", reuse_top=0)
+    before = page.read_bytes()
+
+    def full(self: Path, data: bytes) -> int:
+        self.open("wb").write(data[:100])  # a part written, then the device is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(DnasError, match=r"cannot write it \(No space left on device\)"):
+        write_report(synthetic_study(30, seed=4), tmp_path / "r", reuse_top=0)
+    monkeypatch.undo()
+    assert page.read_bytes() == before
+    assert sorted(p.name for p in page.parent.iterdir()) == ["index.html", "plotly.min.js"]
 
 
 def test_report_shows_reuse_of_the_front_densenet(tmp_path):

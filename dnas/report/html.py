@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from dnas.errors import writing
+from dnas.errors import write_atomic, writing
 
 PLOTLY_JS = "plotly.min.js"
 _PLOT_JS = "function plot(id, f) { Plotly.newPlot(id, f.data, f.layout, {responsive: true}); }"
@@ -82,7 +82,7 @@ def write_plotlyjs(out_dir: Path) -> str:
     from plotly.offline import get_plotlyjs
 
     path = Path(out_dir) / PLOTLY_JS
-    path.write_text(get_plotlyjs(), encoding="utf-8")
+    write_atomic(path, get_plotlyjs().encode(), "report")
     return path.name
 
 
@@ -111,6 +111,6 @@ def write_page(path: str | Path, title: str, body: str, figures: Figures, *, js:
     page = render_page(title, body, figures, script=PLOTLY_JS, js=js)
     with writing(path, "report"):
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_plotlyjs(path.parent)
-        path.write_text(page, encoding="utf-8")
+    write_plotlyjs(path.parent)
+    write_atomic(path, page.encode(), "report")
     return path
