@@ -66,7 +66,17 @@ def parse_budget(text: str) -> Budget:
 
 
 def parse_budgets(texts: list[str] | tuple[str, ...]) -> tuple[Budget, ...]:
-    return tuple(parse_budget(t) for t in texts)
+    """One budget per metric: two on one metric (``1M-params`` and ``2M-params``) are a slip,
+    and one of them would be silently idle."""
+    budgets = tuple(parse_budget(t) for t in texts)
+    for i, b in enumerate(budgets):
+        for t, other in zip(texts[:i], budgets[:i]):
+            if other.metric == b.metric:
+                raise BudgetError(
+                    f"two {b.metric} budgets, {t!r} and {texts[i]!r}: give one per metric"
+                    " (params, flops, memory)"
+                )
+    return budgets
 
 
 def allows_all(budgets: tuple[Budget, ...], cost: Cost) -> bool:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dnas.budget import BudgetError, parse_budget, require_fits
+from dnas.budget import BudgetError, parse_budget, parse_budgets, require_fits
 from dnas.cost import Cost, count
 from dnas.errors import DnasError
 from dnas.memory import training_memory
@@ -47,6 +47,16 @@ def test_grammar(text, metric, limit):
 def test_malformed_budgets_say_how_to_write_one(text):
     with pytest.raises(BudgetError, match="e.g. 1M-params"):
         parse_budget(text)
+
+
+def test_one_budget_per_metric():
+    assert [b.metric for b in parse_budgets(["1M-params", "20M-flops", "2G-memory"])] == [
+        "params",
+        "flops",
+        "memory",
+    ]
+    with pytest.raises(BudgetError, match="two flops budgets, '20M-flops' and '0.1G-flops'"):
+        parse_budgets(["20M-flops", "1M-params", "0.1G-flops"])
 
 
 def test_budget_is_inclusive():
