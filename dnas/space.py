@@ -263,8 +263,9 @@ def search_space(
                         key=lambda c: c.cost.memory)  # fmt: skip
             memory = f" and {human_bytes(least.cost.memory)}iB of training memory at batch" \
                      f" {batch_size} ({least.spec.name})"  # fmt: skip
+        which = "" if family == "all" else f"{family} "
         raise DnasError(
-            f"no {family} candidate on {dataset} meets {' and '.join(map(str, budgets))}:"
+            f"no {which}candidate on {dataset} meets {' and '.join(map(str, budgets))}:"
             " the smallest costs"
             f" {human(smallest['params'])} params ({smallest['params']:,}),"
             f" {human(smallest['flops'])} flops ({smallest['flops']:,}){memory}"
