@@ -69,13 +69,14 @@ def parse_budgets(texts: list[str] | tuple[str, ...]) -> tuple[Budget, ...]:
     """One budget per metric: two on one metric (``1M-params`` and ``2M-params``) are a slip,
     and one of them would be silently idle."""
     budgets = tuple(parse_budget(t) for t in texts)
-    for i, b in enumerate(budgets):
-        for t, other in zip(texts[:i], budgets[:i]):
-            if other.metric == b.metric:
-                raise BudgetError(
-                    f"two {b.metric} budgets, {t!r} and {texts[i]!r}: give one per metric"
-                    " (params, flops, memory)"
-                )
+    seen: dict[str, str] = {}  # metric -> the text that set it
+    for text, b in zip(texts, budgets):
+        if b.metric in seen:
+            raise BudgetError(
+                f"two {b.metric} budgets, {seen[b.metric]!r} and {text!r}: give one per metric"
+                " (params, flops, memory)"
+            )
+        seen[b.metric] = text
     return budgets
 
 
