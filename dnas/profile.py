@@ -21,7 +21,7 @@ from torch import nn
 from dnas.budget import require_fits
 from dnas.cost import Stage, stages
 from dnas.datasets import DatasetInfo
-from dnas.device import available_memory, device_name, resolve_device
+from dnas.device import available_memory, device_name, keep_freed_memory, resolve_device
 from dnas.errors import DnasError
 from dnas.flops import fvcore_count
 from dnas.memory import training_memory
@@ -46,7 +46,7 @@ PATIENCE = 4
 # step moved 30% from one invocation to the next, its median 18%
 # (results/profile_stability_fastest.json); with the median and the runs below, any three
 # consecutive invocations agreed within 9.6% (results/profile_stability.json); on a later AMD
-# EPYC whose speed drifted over tens of seconds, within 11.8% (training step) and 20% (forward):
+# EPYC whose speed drifted over tens of seconds, within 12.4% (training step) and 12.6% (forward):
 # results/profile_stability_avx512.json. Over 10-second
 # windows of one process, the fastest forward pass moved 25%, the median of ~35 runs 12%.
 STATISTIC = "median: the middle of the timed runs (the fastest and slowest printed beside it)"
@@ -387,6 +387,8 @@ def profile(
     if repeats is not None and not 1 <= repeats <= MAX_REPEATS:
         raise DnasError(f"--repeats {repeats}: give 1 to {MAX_REPEATS} timed runs")
     device = resolve_device(device)
+    if device == "cpu":
+        keep_freed_memory()  # as training does: the timings are of the same allocator
     batch_size = batch_size or default_batch_size(device)
     size = (dataset.height, dataset.width)
     require_fits(spec, available_memory(device), device, batch_size, size)

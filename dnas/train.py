@@ -30,7 +30,7 @@ from dnas.checkpoint import (
     spec_to_dict,
 )
 from dnas.data import DataSplits, batches
-from dnas.device import available_memory, device_name
+from dnas.device import available_memory, device_name, keep_freed_memory
 from dnas.errors import DnasError
 from dnas.models import build
 from dnas.recipes import Recipe, resolve_recipe
@@ -244,6 +244,8 @@ def setup(
     ckpt = _checkpoint_to_resume(folder, resume, spec, config, data)
 
     device = torch.device(config.device).type
+    if device == "cpu":
+        keep_freed_memory()
     require_fits(spec, available_memory(device), device, recipe.batch_size,
                  data.info.input_size[1:], config.memory_efficient)  # fmt: skip
     torch.manual_seed(config.seed)

@@ -7,7 +7,8 @@ import torch
 from dnas_cli.main import app
 from typer.testing import CliRunner
 
-from dnas.device import available_memory, device_name, resolve_device
+from dnas import device
+from dnas.device import available_memory, device_name, keep_freed_memory, resolve_device
 from dnas.errors import DnasError
 
 
@@ -83,3 +84,31 @@ def test_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     assert available_memory("cuda") is None
     monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no")))
     assert available_memory("cpu") is None  # not Linux: unknown, nothing is refused
+
+
+class _FakeLibc:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 1
+
+
+def test_freed_cpu_memory_is_kept_for_the_next_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """glibc's mallopt: blocks up to 32 MiB from the heap (M_MMAP_THRESHOLD = -3), trimmed only
+    above 2 GiB free (M_TRIM_THRESHOLD = -1); never over a user's own malloc settings."""
+    apply = keep_freed_memory.__wrapped__
+    libc = _FakeLibc()
+    monkeypatch.setattr(device.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(device.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setattr(device.ctypes, "CDLL", lambda name: libc)
+    for key in [k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"]:
+        monkeypatch.delenv(key)
+    assert apply() is True
+    assert libc.calls == [(-3, 32 * 2**20), (-1, 2**31 - 1)]
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert apply() is False and len(libc.calls) == 2
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.setattr(device.platform, "libc_ver", lambda: ("", ""))  # musl, macOS
+    assert apply() is False and len(libc.calls) == 2
