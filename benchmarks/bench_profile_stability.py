@@ -6,7 +6,10 @@ Runs the command ``--runs`` times back to back, each in a fresh process as a use
 every timing (forward and training step of each variant) prints how far apart the runs are:
 (largest - smallest) / smallest, for the reported figure and for each statistic of the timed
 runs that ``--json`` carries (fastest, lower quartile, median). The target (issue 10) is the
-reported figure of three runs within 10%. Writes everything to --out as JSON.
+reported figure of three runs within 10%. Beside each run, how far the machine's own speed moved
+while it timed (``dnas.profile.Reference``), and whether each timing follows the reference's
+time from run to run (correlation; how far apart the runs are in reference units). Writes
+everything to --out as JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import itertools
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -46,8 +50,13 @@ def main() -> None:
         t0 = time.perf_counter()
         runs.append(run_once(args.name, args.extra))
         seconds.append(time.perf_counter() - t0)
-        busy = runs[-1]["cpu_busy_elsewhere"]
-        print(f"run {i + 1}: {seconds[-1]:.0f} s, other processes {busy:.3f} cores", flush=True)
+        busy, drift = runs[-1]["cpu_busy_elsewhere"], runs[-1]["machine_drift"]
+        print(
+            f"run {i + 1}: {seconds[-1]:.0f} s, other processes {busy:.3f} cores,"
+            f" the machine's own speed moved {100 * drift:.1f}%, reference"
+            f" {runs[-1]['reference_ms']:.3f} ms",
+            flush=True,
+        )
     rows = []
     for v, what in itertools.product(range(len(runs[0]["speed"])), ("forward", "train_step")):
         variant = "memory-efficient" if runs[0]["speed"][v]["memory_efficient"] else "standard"
@@ -60,6 +69,10 @@ def main() -> None:
         }
         row |= {stat: [s[stat] for s in spreads] for stat in STATISTICS}
         row["apart"] = {k: apart(row[k]) for k in ("reported_ms", *STATISTICS)}
+        # Does a run's figure follow the machine's speed in that run (the reference's median)?
+        ref = [r["reference_ms"] for r in runs]
+        row["correlation_with_reference"] = statistics.correlation(row["reported_ms"], ref)
+        row["apart_per_reference"] = apart([x / y for x, y in zip(row["reported_ms"], ref)])
         # Every run of three consecutive ones, as the issue's test asks.
         row["worst_three_in_a_row"] = max(
             apart(row["reported_ms"][i : i + 3]) for i in range(len(runs) - 2)
@@ -71,7 +84,9 @@ def main() -> None:
         print(f"{variant:17s} {what:10s} apart over {len(runs)} runs: {figures}")
         print(
             f"{'':28s} reported ms: {', '.join(f'{x:.1f}' for x in row['reported_ms'])};"
-            f" worst 3 in a row {100 * row['worst_three_in_a_row']:.1f}%"
+            f" worst 3 in a row {100 * row['worst_three_in_a_row']:.1f}%; with the reference:"
+            f" correlation {row['correlation_with_reference']:.2f}, apart per reference"
+            f" {100 * row['apart_per_reference']:.1f}%"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -81,6 +96,8 @@ def main() -> None:
         "seconds_per_run": seconds,
         "statistic": runs[0]["statistic"],
         "cpu_busy_elsewhere": [r["cpu_busy_elsewhere"] for r in runs],
+        "machine_drift": [r["machine_drift"] for r in runs],
+        "reference_ms": [r["reference_ms"] for r in runs],
         "rows": rows,
         "machine": platform.processor() or platform.machine(),
         "cpu_count": torch.get_num_threads(),

@@ -152,6 +152,18 @@ def _show(r) -> None:  # noqa: ANN001 - a ProfileResult
             " was measured: the timings are of a shared machine (several times slower than idle"
             " on a small one); rerun when it is idle[/yellow]"
         )
+    if r.machine_drift is not None:
+        moved = (
+            f"this machine's own speed moved {100 * r.machine_drift:.1f}% while timing (a fixed"
+            f" matrix product timed in every turn, {r.reference_ms:.3f} ms, its first, middle and"
+            " last third)"
+        )
+        if r.unsteady:
+            moved = (
+                f"[yellow]{moved}: the timings carry about that much uncertainty; compare only"
+                " figures measured together, as the variants are[/yellow]"
+            )
+        out.print(moved)
     out.print(f"time statistic: {r.statistic}")
     out.print(
         f"memory: {r.speed[0].memory_method}; predicted from the spec alone (dnas.memory:"

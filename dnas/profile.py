@@ -45,12 +45,24 @@ PATIENCE = 4
 # `dnas profile densenet-bc-100` runs each): with the fastest of 7-40 timed runs, the training
 # step moved 30% from one invocation to the next, its median 18%
 # (results/profile_stability_fastest.json); with the median and the runs below, any three
-# consecutive invocations agreed within 9.6% (results/profile_stability.json); on a later AMD
-# EPYC whose speed drifted over tens of seconds, within 12.4% (training step) and 12.6% (forward):
-# results/profile_stability_avx512.json. Over 10-second
-# windows of one process, the fastest forward pass moved 25%, the median of ~35 runs 12%.
+# consecutive invocations agreed within 9.6% (results/profile_stability.json). On a later AMD
+# EPYC whose speed moves by itself (``Reference`` below), the worst three in a row of six series
+# of 5-15 runs were 13.5%, 10.4%, 8.8%, 9.3%, 13.2% and 13.9%
+# (results/profile_stability_avx512.json holds the last). Over 10-second windows of one process,
+# the fastest forward pass moved 25%, the median of ~35 runs 12%.
 STATISTIC = "median: the middle of the timed runs (the fastest and slowest printed beside it)"
 PRECISION = 0.02  # runs go on until the median's standard error is within this share of it
+# A fixed matrix product on the same device and threads, timed in every turn beside the measured
+# runs (``Reference``), shows whether the machine itself changed speed meanwhile, which no repeat
+# scheme can average away. A virtual machine's host may move its CPUs or lend their cores to
+# others without any of it showing inside: on this project's 2-core AMD EPYC, in one process with
+# nothing else running, a 256x256 product's time moved 32% over 80 s in 2-second windows, and
+# densenet-bc-100's training step moved 33% with it (correlation 0.82), while alone on one core
+# the product stayed within 3.4%. ``machine_drift`` is how far the medians of the first, middle
+# and last third of the reference's runs lie apart. The report prints it; from DRIFT_WARN, the
+# agreement that separate runs of `dnas profile` aim for, it warns that the timings carry about
+# that much of the machine's own unsteadiness.
+DRIFT_WARN = 0.10
 # CPU cores other processes may keep busy, on average, before the machine counts as busy while
 # the speed is measured (timing then goes on, and the report says so): on this 2-core machine one
 # other PyTorch process made training steps 4-20x slower, and bursts of a tenth of a core 25%.
@@ -123,6 +135,8 @@ class ProfileResult:
     speed: list[Speed]
     statistic: str = STATISTIC  # which of their timed runs the speed's figures are
     cpu_busy_elsewhere: float | None = None  # cores other processes used meanwhile (mean)
+    machine_drift: float | None = None  # how far the machine's own speed moved (``Reference``)
+    reference_ms: float | None = None  # the ``Reference``'s median run: the machine's speed
     paper: dict | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -137,6 +151,39 @@ class ProfileResult:
         """Whether other processes used the CPU enough, while the speed was measured, to slow
         it (``BUSY_ELSEWHERE``)."""
         return (self.cpu_busy_elsewhere or 0.0) >= BUSY_ELSEWHERE
+
+    @property
+    def unsteady(self) -> bool:
+        """Whether the machine's own speed moved by ``DRIFT_WARN`` or more while timing."""
+        return (self.machine_drift or 0.0) >= DRIFT_WARN
+
+
+class Reference:
+    """A fixed piece of work timed in every turn: products of two constant square matrices on
+    the device (256 x 256 on a CPU, about a millisecond in all on this project's 2 cores; 2048 x
+    2048 on a GPU), with the threads that the measured runs use."""
+
+    def __init__(self, device: torch.device, products: int = 4) -> None:
+        n = 256 if device.type == "cpu" else 2048
+        g = torch.Generator().manual_seed(0)
+        self.a, self.b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
+        self.out = torch.empty(n, n, device=device)
+        self.products = products
+
+    def __call__(self) -> None:
+        for _ in range(self.products):
+            torch.mm(self.a, self.b, out=self.out)
+
+
+def machine_drift(seconds: list[float], parts: int = 3) -> float | None:
+    """How far the machine's speed moved over a run of reference timings, in order: the largest
+    median of ``parts`` consecutive equal shares of them over the smallest, less 1. None with
+    fewer than three timings a share."""
+    size = len(seconds) // parts
+    if size < 3:
+        return None
+    medians = [statistics.median(seconds[i * size : (i + 1) * size]) for i in range(parts)]
+    return max(medians) / min(medians) - 1
 
 
 class BusyElsewhere:
@@ -204,8 +251,9 @@ def time_runs(
     device: torch.device,
     repeats: int | None = None,
     timed_s: float = 4.0,
+    reference: Callable[[], object] | None = None,
 ) -> list[list[float]]:
-    """Seconds of each timed run of each function.
+    """Seconds of each timed run of each function, and last those of ``reference``.
 
     Each function runs once untimed first, outside the timed region (kernel selection,
     allocator caches, the first touch of its buffers). Then they take turns, in alternating
@@ -213,12 +261,16 @@ def time_runs(
     None for at least ``timed_s`` seconds and ``MIN_REPEATS`` turns, and on until every
     function's runs are ``Spread.steady`` with no other process busy (``BUSY_ELSEWHERE``), or
     ``PATIENCE * timed_s`` seconds have passed (at most ``MAX_REPEATS``). Garbage collection is
-    off while timing, as in ``timeit``.
+    off while timing, as in ``timeit``. A ``reference`` (see ``Reference``) takes every turn
+    too, last, but not part in deciding when to stop.
     """
+    measured = len(fns)
+    fns = [*fns, reference] if reference is not None else fns
     for fn in fns:
         _seconds(fn, device)
     times: list[list[float]] = [[] for _ in fns]
-    turns = list(zip(fns, times))
+    timed = times[:measured]  # the same lists, less the reference's
+    turns = list(zip(fns, timed))
     t0 = time.perf_counter()
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -227,10 +279,12 @@ def time_runs(
             while True:
                 for fn, t in turns if len(times[0]) % 2 == 0 else reversed(turns):
                     t.append(_seconds(fn, device))
+                if reference is not None:
+                    times[-1].append(_seconds(reference, device))
                 n, spent = len(times[0]), time.perf_counter() - t0
                 if repeats is not None and n >= repeats:
                     break
-                if repeats is None and (n >= MAX_REPEATS or _enough(times, spent, timed_s, busy)):
+                if repeats is None and (n >= MAX_REPEATS or _enough(timed, spent, timed_s, busy)):
                     break
     finally:
         if gc_was_enabled:
@@ -323,23 +377,25 @@ def measure_speed(
     variants: list[bool],
     repeats: int | None = None,
     on_step: Callable[[str], None] = lambda _: None,
-) -> list[Speed]:
+) -> tuple[list[Speed], list[float]]:
     """Peak training memory, then training-step and forward times, of each variant
     (``memory_efficient`` False/True): each after an untimed run, timed in turns (see
-    ``time_runs``), the median run as the headline (``STATISTIC``) with the others' spread."""
+    ``time_runs``), the median run as the headline (``STATISTIC``) with the others' spread.
+    A ``Reference`` takes every turn too; its seconds come with the speeds, in order."""
     loads, memory = [], []
     for me in variants:
         on_step("peak memory" + (" (memory-efficient)" if me else ""))
         loads.append(Workload(spec, dataset, batch_size, device, me))
         memory.append(loads[-1].peak_train_memory())  # also makes the optimizer's state
-    times = {}
+    times, reference, reference_s = {}, Reference(device), []
     for what, mode in (("train step", True), ("forward", False)):
         on_step(f"timing the {what}" + (" in turns" if len(loads) > 1 else ""))
-        fns = []
+        fns: list[Callable[[], object]] = []
         for w in loads:
             w.model.train(mode)
             fns.append(w.train_step if mode else w.forward)
-        times[what] = time_runs(fns, device, repeats, TIMED_S[what])
+        *times[what], ran = time_runs(fns, device, repeats, TIMED_S[what], reference)
+        reference_s += ran
     speed = []
     for i, me in enumerate(variants):
         fwd, step = Spread.of(times["forward"][i]), Spread.of(times["train step"][i])
@@ -357,7 +413,7 @@ def measure_speed(
                 training_memory(spec, batch_size, dataset.input_size[1:], me, device.type).peak,
             )
         )
-    return speed
+    return speed, reference_s
 
 
 def default_batch_size(device: str) -> int:
@@ -411,7 +467,7 @@ def profile(
     variants = [False] + ([True] if memory_efficient and isinstance(spec, DenseNetSpec) else [])
     dev = torch.device(device)
     with BusyElsewhere() as busy:
-        speed = measure_speed(spec, dataset, batch_size, dev, variants, repeats, on_step)
+        speed, ref_s = measure_speed(spec, dataset, batch_size, dev, variants, repeats, on_step)
     paper = PAPER_MODELS.get(spec.name)
     return ProfileResult(
         name=spec.name,
@@ -429,6 +485,8 @@ def profile(
         stages=stage_rows,
         speed=speed,
         cpu_busy_elsewhere=busy.cores,
+        machine_drift=machine_drift(ref_s),
+        reference_ms=1e3 * statistics.median(ref_s),
         paper=_paper_row(spec.name, paper) if paper else None,
         versions={"torch": torch.__version__, "python": platform.python_version()},
     )

@@ -131,6 +131,18 @@ def test_profile_densenet_table_has_memory_efficient_row():
     )
 
 
+def test_profile_says_how_far_the_machine_itself_moved(monkeypatch):
+    args = ("profile", "densenet-bc-10-k4", "--dataset", "fashion-mnist", "--batch-size", "2")
+    monkeypatch.setattr("dnas.profile.machine_drift", lambda s: 0.0 if len(s) == 10 else None)
+    steady = " ".join(run(*args, "--repeats", "5").output.split())
+    assert "speed moved 0.0% while timing" in steady and "uncertainty" not in steady
+    monkeypatch.setattr("dnas.profile.machine_drift", lambda s: 0.123)
+    moved = " ".join(run(*args, "--repeats", "5").output.split())
+    assert "speed moved 12.3% while timing" in moved and "about that much uncertainty" in moved
+    result = run(*args, "--repeats", "5", "--json")
+    assert json.loads(result.stdout)["machine_drift"] == 0.123
+
+
 def test_profile_paper_model_shows_published_numbers():
     result = run(
         "profile", "densenet-40", "--batch-size", "2", "--repeats", "1", "--no-memory-efficient"

@@ -11,13 +11,16 @@ from dnas.datasets import dataset_info
 from dnas.names import parse_name
 from dnas.profile import (
     BUSY_ELSEWHERE,
+    DRIFT_WARN,
     MAX_REPEATS,
     MIN_REPEATS,
     PATIENCE,
     STATISTIC,
     BusyElsewhere,
+    Reference,
     Spread,
     default_batch_size,
+    machine_drift,
     profile,
     time_runs,
 )
@@ -33,6 +36,10 @@ def test_runs_take_turns_in_alternating_order_after_an_untimed_warm_up() -> None
     log.clear()
     assert time_runs([lambda: log.append("a")], CPU, repeats=2)[0][0] >= 0
     assert log == ["a"] * 3
+    log.clear()
+    fns = [lambda: log.append("a"), lambda: log.append("b")]
+    times = time_runs(fns, CPU, repeats=2, reference=lambda: log.append("r"))
+    assert "".join(log) == "abr" + "abr" + "bar" and [len(t) for t in times] == [2, 2, 2]
 
 
 def test_spread() -> None:
@@ -94,6 +101,19 @@ def test_auto_repeats_go_on_while_a_busy_machine_leaves_no_run_undisturbed(
     assert time_runs([clock.step], CPU, timed_s=2.0) == [pytest.approx(timed)]  # warm-up untimed
 
 
+def test_a_scattered_reference_does_not_keep_the_runs_going(monkeypatch) -> None:
+    clock = Clock([0.5] * 6)
+    monkeypatch.setattr(profile_module, "time", clock)
+    monkeypatch.setattr(profile_module, "_cpu_seconds_elsewhere", lambda: 0.0)
+    scatter = iter([0.01, 0.0] + [0.001, 0.1] * 3)  # reference durations: warm-up, then wide
+
+    def reference() -> None:
+        clock.now += next(scatter)
+
+    steps, ref = time_runs([clock.step], CPU, timed_s=2.0, reference=reference)
+    assert steps == [pytest.approx(0.5)] * 5 and len(ref) == 5  # stopped at timed_s
+
+
 def test_busy_elsewhere_is_the_other_processes_cpu_time_over_the_wall_time(monkeypatch) -> None:
     clock, seconds = Clock([2.0]), iter([10.0, 13.0])
     monkeypatch.setattr(profile_module, "time", clock)
@@ -112,6 +132,26 @@ def test_auto_repeats_reach_the_minimum_and_the_time() -> None:
     times = time_runs([lambda: time.sleep(0.002)], CPU, timed_s=0.03)
     assert len(times[0]) >= MIN_REPEATS and time.perf_counter() - t0 >= 0.03
     assert len(time_runs([lambda: None], CPU, timed_s=60)[0]) == MAX_REPEATS
+
+
+@pytest.mark.parametrize(
+    ("seconds", "drift"),
+    [
+        ([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.2, 1.2, 1.2], 0.2),  # slower in the last third
+        ([1.0, 1.5, 1.0, 2.0, 2.0, 9.0, 1.2, 1.1, 1.0], 1.0),  # medians 1.0, 2.0, 1.1
+        ([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 5.0], 0.0),  # the tenth is left out
+        ([1.0] * 8, None),  # fewer than three a third
+    ],
+)
+def test_machine_drift_is_how_far_the_thirds_medians_lie_apart(seconds, drift) -> None:
+    assert machine_drift(seconds) == (drift if drift is None else pytest.approx(drift))
+
+
+def test_the_reference_is_a_fixed_product_on_the_device() -> None:
+    a, b = Reference(CPU), Reference(CPU, products=1)
+    assert a.a.shape == (256, 256) and torch.equal(a.a, b.a) and torch.equal(a.b, b.b)
+    b()
+    torch.testing.assert_close(b.out, a.a @ a.b)
 
 
 def test_default_batch_size() -> None:
@@ -134,5 +174,8 @@ def test_profile_a_tiny_densenet_with_both_variants() -> None:
     assert r.cpu_busy_elsewhere is None or r.cpu_busy_elsewhere >= 0
     assert replace(r, cpu_busy_elsewhere=BUSY_ELSEWHERE).shared
     assert not replace(r, cpu_busy_elsewhere=None).shared
+    assert r.machine_drift is None  # a reference run in 4 turns: too few for thirds
+    assert r.reference_ms is not None and r.reference_ms > 0
+    assert replace(r, machine_drift=DRIFT_WARN).unsteady and not r.unsteady
     assert "timing the train step in turns" in steps
     assert r.to_dict()["speed"][1]["train_step_spread"]["repeats"] == 2
