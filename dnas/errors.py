@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,10 +44,17 @@ def writing(path: str | Path, what: str, hint: str = "") -> Iterator[None]:
         raise DnasError(f"{what} {path}: cannot write it ({why}){hint}") from None
 
 
+# A temporary file of ``write_atomic`` untouched this long was left by a process killed while
+# writing it (the largest write, a checkpoint, takes seconds), not one still being written, by
+# this machine or another sharing the folder: the next write of the same file removes it.
+STALE_WRITE_S = 600.0
+
+
 def write_atomic(path: Path, data: bytes, what: str) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename: a reader, or a process
-    killed mid-write, sees the old file or the new one, never a part. A write the machine refuses
-    (a full disk) is one line, and the old file stays."""
+    killed mid-write, sees the old file or the new one, never a part; what an earlier process
+    killed mid-write left goes with the next write (``STALE_WRITE_S``). A write the machine
+    refuses (a full disk) is one line, and the old file stays."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: workers share pages
     with writing(path, what):
         try:
@@ -54,11 +62,20 @@ def write_atomic(path: Path, data: bytes, what: str) -> None:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+    for left in partial_writes(path, older_than=STALE_WRITE_S):
+        with contextlib.suppress(OSError):  # another writer may be removing it too
+            left.unlink()
 
 
-def partial_writes(path: Path) -> list[Path]:
-    """What ``write_atomic`` calls on ``path`` killed mid-write left behind."""
-    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+def partial_writes(path: Path, older_than: float = 0.0) -> list[Path]:
+    """What ``write_atomic`` calls on ``path`` killed mid-write left behind (untouched for
+    ``older_than`` seconds)."""
+    now, found = time.time(), []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            if now - tmp.lstat().st_mtime >= older_than:
+                found.append(tmp)
+    return sorted(found)
 
 
 class Terminated(KeyboardInterrupt):

@@ -18,7 +18,14 @@ from typer.testing import CliRunner
 
 from dnas import study as records
 from dnas.config import make_config
-from dnas.errors import DnasError, Terminated, interruption
+from dnas.errors import (
+    STALE_WRITE_S,
+    DnasError,
+    Terminated,
+    interruption,
+    partial_writes,
+    write_atomic,
+)
 from dnas.search import SearchFailed, prepare, run_worker, search
 from dnas.summary import MAX_DUPLICATES, prune_checkpoints
 
@@ -176,6 +183,21 @@ def test_pruning_deletes_only_inside_the_study_trial_folders(tmp_path):
     assert (keep / "checkpoint.pt").exists() and not (drop / "checkpoint.pt").exists()
     assert (outside / "checkpoint.pt").exists() and (root / "notes" / "checkpoint.pt").exists()
     assert prune_checkpoints(tmp_path / "missing", keep=set()) == 0
+
+
+def test_the_next_atomic_write_removes_what_a_killed_write_left(tmp_path):
+    page = tmp_path / "index.html"
+    stale, live = tmp_path / ".index.html.4242.tmp", tmp_path / ".index.html.4343.tmp"
+    other = tmp_path / ".config.json.4242.tmp"  # another file's: not this write's business
+    for f in (stale, live, other):
+        f.write_bytes(b"<ht")
+    old = time.time() - STALE_WRITE_S - 1
+    for f in (stale, other):
+        os.utime(f, (old, old))
+    assert partial_writes(page) == [stale, live] and partial_writes(page, STALE_WRITE_S) == [stale]
+    write_atomic(page, b"<html>", "report")
+    assert page.read_bytes() == b"<html>"
+    assert not stale.exists() and live.exists() and other.exists()  # live: maybe being written
 
 
 def test_search_with_no_trained_trial_exits_non_zero(tmp_path, monkeypatch):
