@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -31,6 +32,20 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         raise typer.Exit(130) from None
+
+
+def a_path(value: str | Path) -> Path:
+    """Typer's parser for a path option: an empty one would silently mean the current folder."""
+    if isinstance(value, Path):  # a default
+        return value
+    if not value.strip():
+        raise typer.BadParameter("an empty path; give a file or folder name")
+    return Path(value)
+
+
+def a_folder(value: str) -> str:
+    """``a_path`` for options that the library takes as text (folder names in SearchConfig)."""
+    return str(a_path(value))
 
 
 def print_json(data: object) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import err, out, user_errors
+from .common import a_path, err, out, user_errors
 
 
 def report(
@@ -18,7 +18,9 @@ def report(
     ] = None,
     out_dir: Annotated[
         Optional[Path],
-        typer.Option("--out", help="Directory for index.html [default: reports/STUDY/]."),
+        typer.Option(
+            "--out", help="Directory for index.html [default: reports/STUDY/].", parser=a_path
+        ),
     ] = None,
     reuse_top: Annotated[
         int,

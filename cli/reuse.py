@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import err, out, print_json, user_errors
+from .common import a_folder, a_path, err, out, print_json, user_errors
 
 
 def reuse(
@@ -15,7 +15,8 @@ def reuse(
         Path, typer.Argument(help="A run directory (with checkpoint.pt) or a checkpoint file.")
     ],
     out_file: Annotated[
-        Optional[Path], typer.Option("--out", help="HTML file to write [default: RUN/reuse.html].")
+        Optional[Path],
+        typer.Option("--out", help="HTML file to write [default: RUN/reuse.html].", parser=a_path),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the matrices as JSON on stdout.")
@@ -24,7 +25,9 @@ def reuse(
         Optional[str],
         typer.Option(help="WRN: dataset of the validation batch [default: the run's]."),
     ] = None,
-    data_dir: Annotated[Optional[str], typer.Option(help="WRN: dataset cache directory.")] = None,
+    data_dir: Annotated[
+        Optional[str], typer.Option(help="WRN: dataset cache directory.", parser=a_folder)
+    ] = None,
     images: Annotated[
         int, typer.Option(min=1, help="WRN: validation images to measure on.")
     ] = 256,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,18 +12,20 @@ from rich.table import Table
 from dnas.config import CostMetric, Objective, Sampler, SearchConfig, Space
 from dnas.device import Device
 
-from .common import err, out, print_json, user_errors
+from .common import a_folder, err, out, print_json, user_errors
 
 D = SearchConfig()  # the defaults live in the library; --help shows them
 
 
-def _opt(help: str, default: object = None, *names: str) -> typer.models.OptionInfo:
+def _opt(
+    help: str, default: object = None, *names: str, parser: Callable | None = None
+) -> typer.models.OptionInfo:
     """An option whose default is the library's (shown in --help) unless given here or in a
     study file; "[default: ...]" in ``help`` describes a default computed later."""
     shown = default.value if hasattr(default, "value") else default
     if shown is not None:
         help = f"{help} [default: {shown}]"
-    return typer.Option(*names, help=help.replace("[", "\\["), show_default=False)
+    return typer.Option(*names, help=help.replace("[", "\\["), show_default=False, parser=parser)
 
 
 BUDGET_HELP = (
@@ -119,12 +122,14 @@ def search(
         Optional[Device], _opt("auto: CUDA when a GPU is visible, else the CPU.", D.device)
     ] = None,
     seed: Annotated[Optional[int], _opt("Sampler and training seed.", D.seed)] = None,
-    data_dir: Annotated[Optional[str], _opt("Dataset cache directory.")] = None,
+    data_dir: Annotated[Optional[str], _opt("Dataset cache directory.", parser=a_folder)] = None,
     studies_dir: Annotated[
-        Optional[str], _opt("Where the study database and trial folders go.", D.studies_dir)
+        Optional[str],
+        _opt("Where the study database and trial folders go.", D.studies_dir, parser=a_folder),
     ] = None,
     reports_dir: Annotated[
-        Optional[str], _opt("The HTML report goes to DIR/STUDY/index.html.", D.reports_dir)
+        Optional[str],
+        _opt("The HTML report goes to DIR/STUDY/index.html.", D.reports_dir, parser=a_folder),
     ] = None,
     retrain_top: Annotated[
         Optional[int], _opt("Retrain the K best front members and test them.", D.retrain_top)

@@ -13,7 +13,7 @@ from dnas.datasets import DatasetName
 from dnas.proxies import Proxy
 from dnas.space import SPACES
 
-from .common import out, print_json, user_errors
+from .common import a_path, out, print_json, user_errors
 
 
 class Family(str, Enum):
@@ -77,7 +77,9 @@ def space(
     ] = False,
     csv_path: Annotated[
         Optional[Path],
-        typer.Option("--csv", help="Also write every matching row to this CSV file."),
+        typer.Option(
+            "--csv", help="Also write every matching row to this CSV file.", parser=a_path
+        ),
     ] = None,
     proxy: Annotated[
         Optional[Proxy],
@@ -88,7 +90,10 @@ def space(
     ] = None,
     data_dir: Annotated[
         Optional[Path],
-        typer.Option(help="Where --proxy finds the dataset's images [default: dnas's cache]."),
+        typer.Option(
+            help="Where --proxy finds the dataset's images [default: dnas's cache].",
+            parser=a_path,
+        ),
     ] = None,
 ) -> None:
     from dnas.space import search_space

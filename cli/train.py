@@ -11,7 +11,7 @@ from dnas.device import Device
 from dnas.errors import DnasError
 from dnas.recipes import RecipeName
 
-from .common import err, out, print_json, user_errors
+from .common import a_path, err, out, print_json, user_errors
 
 
 def train(
@@ -62,7 +62,9 @@ def train(
     out_dir: Annotated[
         Optional[Path],
         typer.Option(
-            "--out", help="Run directory [default: studies/runs/NAME-DATASET-sSEED-TIME]."
+            "--out",
+            help="Run directory [default: studies/runs/NAME-DATASET-sSEED-TIME].",
+            parser=a_path,
         ),
     ] = None,
     resume: Annotated[
@@ -76,7 +78,9 @@ def train(
     ] = False,
     data_dir: Annotated[
         Optional[Path],
-        typer.Option(help="Dataset cache [default: $DNAS_DATA or ~/.cache/dnas/data]."),
+        typer.Option(
+            help="Dataset cache [default: $DNAS_DATA or ~/.cache/dnas/data].", parser=a_path
+        ),
     ] = None,
     train_subset: Annotated[
         Optional[int], typer.Option(min=1, help="Train on this many images (class-stratified).")
@@ -153,8 +157,8 @@ def train(
             )
         if as_json:
             print_json(result.to_dict())
-            return
-        _show(result)
+        else:
+            _show(result)
         if result.diverged:
             raise typer.Exit(1)
 

@@ -39,6 +39,7 @@ from dnas.spec import DenseNetSpec, Spec, WRNSpec
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+REUSE_PAGE = ("reuse.html", "plotly.min.js")  # what `dnas reuse RUN` writes beside them
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
 CHECKPOINT_FORMAT = "dnas-checkpoint-v1"  # the marker every dnas checkpoint carries
@@ -340,7 +341,24 @@ class RunDir:
         return self.path / RESULT
 
     def holds_run(self) -> bool:
-        return self.checkpoint_file.exists() or self.metrics_file.exists()
+        """Whether a run here got anywhere: a checkpoint, a completed epoch's metrics line or a
+        result. A run stopped before its first epoch ends leaves only config.json and an empty
+        metrics.jsonl, which a new run replaces."""
+        with contextlib.suppress(OSError):
+            if self.metrics_file.stat().st_size > 0:
+                return True
+        return self.checkpoint_file.exists() or self.result_file.exists()
+
+    def others(self) -> list[str]:
+        """What the folder holds that no run writes: another program's files (``--out .git``)."""
+        ours = {CONFIG, METRICS, CHECKPOINT, RESULT, *REUSE_PAGE}
+        if not self.path.is_dir():
+            return []
+        return sorted(
+            f.name
+            for f in self.path.iterdir()
+            if f.name not in ours and not (f.name.startswith(".") and f.name.endswith(".tmp"))
+        )
 
     def resume(self) -> dict:
         """The checkpoint to continue from; each error also says what to do instead."""

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -42,6 +44,25 @@ def writing(path: str | Path, what: str, hint: str = "") -> Iterator[None]:
     except OSError as e:
         why = e.strerror or str(e)
         raise DnasError(f"{what} {path}: cannot write it ({why}){hint}") from None
+
+
+def check_replaceable(path: Path, what: str, ours: Callable[[bytes], bool]) -> None:
+    """Refuse to write over ``path`` unless it is missing or a file that dnas wrote: ``ours``
+    tells from its first 4 KiB. A user's file named by mistake (``--out README.md``) stays."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            raise DnasError(f"{what} {path}: a folder, link or device; give a file name")
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise DnasError(f"{what} {path}: cannot read it ({e.strerror or e}); give another file")
+    if not ours(head):
+        raise DnasError(
+            f"{what} {path}: the file exists and dnas did not write it; give a new file name, or"
+            " move the file away"
+        )
 
 
 # A temporary file of ``write_atomic`` untouched this long was left by a process killed while
@@ -90,6 +111,19 @@ def stop_on_sigterm() -> None:
         raise Terminated()
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def stop_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """From now on, SIGTERM this process once ``parent`` is gone: a worker whose parent was
+    killed outright (``kill -9``, the out-of-memory killer) stops as on ``kill PID`` instead of
+    training on alone. A thread checks every ``every_s`` seconds."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="dnas-parent-watch", daemon=True).start()
 
 
 def interruption(error: BaseException | None) -> KeyboardInterrupt | None:

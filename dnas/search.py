@@ -31,6 +31,7 @@ from dnas.errors import (
     check_writable,
     interruption,
     stop_on_sigterm,
+    stop_with_parent,
     writing,
 )
 from dnas.proposal import FeasibleSpace
@@ -248,10 +249,11 @@ def worker_capacity(device: str) -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
-def _worker_entry(config: SearchConfig, index: int, threads: int) -> None:
+def _worker_entry(config: SearchConfig, index: int, threads: int, parent: int) -> None:
     import torch
 
     stop_on_sigterm()  # the parent forwards its SIGTERM here
+    stop_with_parent(parent)  # and one killed outright sends nothing
     torch.set_num_threads(threads)
     try:
         reason = run_worker(
@@ -278,7 +280,7 @@ def _run_processes(config: SearchConfig, study: optuna.Study, on_trial: TrialCal
         for i in range(config.workers):
             if ngpu > 1:
                 os.environ["CUDA_VISIBLE_DEVICES"] = str(i % ngpu)
-            p = ctx.Process(target=_worker_entry, args=(config, i, threads))
+            p = ctx.Process(target=_worker_entry, args=(config, i, threads, os.getpid()))
             p.start()
             procs.append(p)
         while any(p.is_alive() for p in procs):

@@ -15,7 +15,7 @@ from pathlib import Path
 from dnas.budget import Budget, allows_all, needs_memory
 from dnas.cost import Cost, count
 from dnas.datasets import DatasetInfo
-from dnas.errors import DnasError
+from dnas.errors import DnasError, check_replaceable
 from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, WRNSpec
 
 
@@ -164,6 +164,8 @@ class SpaceResult:
         """Every matching row, one line each, to ``path`` (a DnasError if it cannot be written)."""
         import csv
 
+        path = Path(path)
+        check_replaceable(path, "--csv", lambda head: head.startswith(CSV_HEAD.encode()))
         try:
             with open(path, "w", newline="", encoding="utf-8") as f:
                 writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
@@ -201,6 +203,9 @@ class SpaceResult:
                 }
             ),
         }
+
+
+CSV_HEAD = "name,family,depth,"  # how a --csv file starts: ``row``'s first keys
 
 
 def row(c: Candidate) -> dict:

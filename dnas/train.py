@@ -383,6 +383,11 @@ def _checkpoint_to_resume(
     folder: RunDir | None, resume: bool, spec: Spec, config: TrainConfig, data: DataSplits
 ) -> dict | None:
     """The checkpoint to continue from (checked against this run), or None for a new run."""
+    if folder is not None and (others := folder.others()):
+        raise DnasError(
+            f"{folder.path} holds files that are not a run's ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}); give a new or empty folder as --out"
+        )
     if not resume:
         if folder is not None and folder.holds_run():
             raise DnasError(

@@ -100,6 +100,14 @@ def test_train_on_the_real_debian_fashion_mnist(
     )
 
 
+def test_a_diverged_run_exits_1_with_json_too(tmp_path: Path, idx: Path) -> None:
+    args = ["train", *TINY, "--epochs", "1", "--data-dir", str(idx), "--lr", "1e30"]
+    for extra in ([], ["--json"]):
+        r = runner.invoke(app, [*args, "--out", str(tmp_path / f"run{len(extra)}"), *extra])
+        assert r.exit_code == 1, r.output
+    assert json.loads(r.stdout)["diverged"] is True
+
+
 def test_missing_dataset_is_one_line(tmp_path: Path, offline: None) -> None:  # noqa: F811
     r = runner.invoke(
         app, ["train", "wrn-10-1", "--dataset", "cifar10", "--data-dir", str(tmp_path)]

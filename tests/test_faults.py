@@ -282,6 +282,35 @@ def test_space_csv_to_an_unwritable_path_is_one_line(tmp_path, monkeypatch):
     assert "Traceback" not in result.output
 
 
+def test_space_csv_never_replaces_a_file_dnas_did_not_write(tmp_path, monkeypatch):
+    (tmp_path / "README.md").write_text("mine")
+    args = ("space", "wrn", "-b", "100k-params")
+    result = run_cli(tmp_path, monkeypatch, *args, "--csv", "README.md")
+    assert result.exit_code == 2 and "dnas did not write it" in result.output
+    assert (tmp_path / "README.md").read_text() == "mine"
+    for _ in range(2):  # its own file it rewrites
+        assert run_cli(tmp_path, monkeypatch, *args, "--csv", "rows.csv").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("space", "wrn", "--csv", ""),
+        ("train", "wrn-10-1", "--out", " "),
+        ("train", "wrn-10-1", "--data-dir", ""),
+        ("report", "s", "--out", ""),
+        ("reuse", "run", "--out", ""),
+        ("search", "--studies-dir", ""),
+        ("search", "--reports-dir", ""),
+        ("search", "--data-dir", ""),
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, args):
+    result = run_cli(tmp_path, monkeypatch, *args)
+    assert result.exit_code == 2 and "an empty path; give a file or folder name" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
 def test_a_directory_as_study_file_is_one_line(tmp_path, monkeypatch):
     result = run_cli(tmp_path, monkeypatch, "search", "--config", str(tmp_path))
     assert result.exit_code == 2 and "a directory, not a study file" in result.output
@@ -340,10 +369,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
-def test_sigterm_stops_the_workers_too_and_keeps_what_finished(tmp_path):
-    """`kill PID` reaches the parent alone: it must stop its worker processes (they used to go
-    on training, orphaned), say what is kept in one line, and exit 143."""
+def _two_workers_training(tmp_path: Path) -> tuple[subprocess.Popen, list[str]]:
+    """A `dnas search --workers 2` in its own session, once both workers are training."""
     args = [sys.executable, "-m", "dnas_cli.main", "search", *SMALL, "--train-subset", "3000",
             "--epochs", "3", "--trials", "20", "--space", "densenet", "--workers", "2",
             "--study", "t"]  # fmt: skip
@@ -358,6 +385,32 @@ def test_sigterm_stops_the_workers_too_and_keeps_what_finished(tmp_path):
         pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert len(workers) == 2  # (the other child, multiprocessing's resource tracker, ends later)
+    return proc, workers
+
+
+@pytest.mark.slow
+def test_workers_stop_when_their_parent_is_killed_outright(tmp_path):
+    """`kill -9` of the parent sends the workers nothing: they must notice and stop (they used
+    to train on, orphaned, starting new trials), their trials marked interrupted."""
+    proc, workers = _two_workers_training(tmp_path)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 20  # they check every second; a trial here takes longer than this
+    while time.time() < deadline and [pid for pid in workers if _alive(int(pid))]:
+        time.sleep(0.5)
+    try:
+        assert not [pid for pid in workers if _alive(int(pid))]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the session
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/studies/t.db")
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_workers_too_and_keeps_what_finished(tmp_path):
+    """`kill PID` reaches the parent alone: it must stop its worker processes (they used to go
+    on training, orphaned), say what is kept in one line, and exit 143."""
+    proc, workers = _two_workers_training(tmp_path)
     proc.send_signal(signal.SIGTERM)
     try:
         _, stderr = proc.communicate(timeout=120)

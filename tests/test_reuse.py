@@ -127,6 +127,23 @@ def test_reuse_from_run_dir_and_cli(tmp_path):
     assert (run / "reuse.html").exists()
 
 
+def test_a_page_never_replaces_a_file_dnas_did_not_write(tmp_path):
+    run = train_tiny(DenseNetSpec(10, growth_rate=2), tmp_path / "run")
+    notes = tmp_path / "notes.md"
+    notes.write_text("mine")
+    for target in (notes, tmp_path):  # a user's file; a folder
+        out = CliRunner().invoke(app, ["reuse", str(run), "--out", str(target)])
+        assert out.exit_code == 2 and out.output.startswith("Error: report")
+        assert len(out.output.strip().splitlines()) == 1
+    assert notes.read_text() == "mine" and not (tmp_path / "plotly.min.js").exists()
+    page = tmp_path / "page.html"
+    for _ in range(2):  # its own page, and plotly.js beside it, it rewrites
+        assert CliRunner().invoke(app, ["reuse", str(run), "--out", str(page)]).exit_code == 0
+    (tmp_path / "plotly.min.js").write_text("mine")
+    out = CliRunner().invoke(app, ["reuse", str(run), "--out", str(page)])
+    assert out.exit_code == 2 and "dnas did not write it" in out.output
+
+
 def test_wrn_reuse_needs_data(tmp_path):
     run = train_tiny(WRNSpec(10, 1), tmp_path / "wrn")
     with pytest.raises(DnasError):

@@ -293,6 +293,25 @@ def test_resume_with_other_options_or_model_is_refused(tmp_path: Path) -> None:
     assert _snapshot(run) == before
 
 
+def test_a_run_stopped_before_its_first_epoch_is_started_again(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")  # what `kill` during the first epoch leaves
+    (run / "metrics.jsonl").write_text("")
+    result = train(tiny(), tiny_data(), replace(FAST, epochs=1), run)
+    assert len(result.metrics) == 1 and (run / "checkpoint.pt").is_file()
+    assert json.loads((run / "config.json").read_text())["spec"]  # the new run's
+
+
+def test_a_folder_of_other_files_is_not_a_run_folder(tmp_path: Path) -> None:
+    (tmp_path / "HEAD").write_text("ref: refs/heads/main")  # say, --out .git
+    before = _snapshot(tmp_path)
+    for resume in (False, True):
+        with pytest.raises(DnasError, match=r"holds files that are not a run's \(HEAD\)"):
+            train(tiny(), tiny_data(), FAST, tmp_path, resume=resume)
+    assert _snapshot(tmp_path) == before
+
+
 def test_mismatched_classes_are_refused() -> None:
     with pytest.raises(DnasError, match="classes"):
         train(tiny(classes=10), tiny_data(), FAST)

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from dnas.errors import write_atomic, writing
+from dnas.errors import check_replaceable, write_atomic, writing
 
 PLOTLY_JS = "plotly.min.js"
 _PLOT_JS = "function plot(id, f) { Plotly.newPlot(id, f.data, f.layout, {responsive: true}); }"
@@ -77,11 +77,24 @@ def fig_div(key: str) -> str:
     return f'<div class="fig" id="{key}"></div>'
 
 
+def _our_page(head: bytes) -> bool:
+    """Whether a file's start is a page of ``render_page``'s (also as written before the
+    generator tag)."""
+    return b'<meta name="generator" content="dnas">' in head or (
+        head.startswith(b"<!DOCTYPE html>") and f'<script src="{PLOTLY_JS}">'.encode() in head
+    )
+
+
+def _plotlyjs(head: bytes) -> bool:
+    return head.startswith(b"/**\n* plotly.js v")
+
+
 def write_plotlyjs(out_dir: Path) -> str:
     """Write plotly.js beside a page and return its path relative to the page."""
     from plotly.offline import get_plotlyjs
 
     path = Path(out_dir) / PLOTLY_JS
+    check_replaceable(path, "report", _plotlyjs)
     write_atomic(path, get_plotlyjs().encode(), "report")
     return path.name
 
@@ -94,7 +107,8 @@ def render_page(
     calls = "\n".join(f'plot("{key}", {figure_json(fig)});' for key, fig in figures)
     title = esc(title)
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="dnas">
+<title>{title}</title>
 <script src="{esc(script)}"></script><style>{_CSS}</style></head>
 <body><h1>{title}</h1>
 {body}
@@ -111,6 +125,7 @@ def write_page(path: str | Path, title: str, body: str, figures: Figures, *, js:
     page = render_page(title, body, figures, script=PLOTLY_JS, js=js)
     with writing(path, "report"):
         path.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(path, "report", _our_page)  # before plotly.js goes beside it
     write_plotlyjs(path.parent)
     write_atomic(path, page.encode(), "report")
     return path
