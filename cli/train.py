@@ -57,7 +57,10 @@ def train(
         typer.Option(help="Where the data and the model live; auto: cuda if a GPU is visible."),
     ] = Device.auto,
     seed: Annotated[
-        int, typer.Option(help="Seeds weights, shuffling, augmentation and dropout.")
+        int,
+        typer.Option(
+            min=0, max=2**32 - 1, help="Seeds weights, shuffling, augmentation and dropout."
+        ),
     ] = 0,
     out_dir: Annotated[
         Optional[Path],

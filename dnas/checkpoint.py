@@ -33,7 +33,7 @@ from torch import nn
 
 from dnas.budget import require_fits
 from dnas.device import available_memory
-from dnas.errors import DnasError, write_atomic, writing
+from dnas.errors import DnasError, read_small_file, write_atomic, writing
 from dnas.models import build
 from dnas.spec import DenseNetSpec, Spec, WRNSpec
 
@@ -87,15 +87,21 @@ def _json_type_fits(annotation: str, value: object) -> bool:
     return isinstance(value, want) and (bool in want or not isinstance(value, bool))
 
 
+MAX_SPEC_FILE = 1024 * 1024  # bytes; a run's config.json is a few KiB
+SPEC_FILE = "a JSON spec (a run's config.json, or a spec_to_dict object)"
+
+
 def load_spec(name_or_path: str | Path, num_classes: int = 10, in_channels: int = 3) -> Spec:
     """A spec from a canonical name or a JSON file (``spec_to_dict``'s form, ``{"name": ...}``, or
     a run's config.json), with the dataset's classes and input channels."""
     path = Path(name_or_path)
     if str(name_or_path).endswith(".json") or path.is_file():
+        raw = read_small_file(path, "spec file", MAX_SPEC_FILE, SPEC_FILE)
         try:
-            d = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DnasError(f"cannot read spec file {path}: {e}") from None
+            d = json.loads(raw.decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            raise DnasError(f"spec file {path}: not JSON ({why}); give {SPEC_FILE}") from None
         d = d.get("spec", d) if isinstance(d, dict) else d
         if not isinstance(d, dict):
             raise DnasError(f"{path}: expected a JSON object with a spec")

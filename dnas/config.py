@@ -11,7 +11,6 @@ dependencies, rejects unknown keys and wrong types in strict mode, and its error
 from __future__ import annotations
 
 import enum
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +19,8 @@ import msgspec
 
 from dnas.budget import parse_budgets
 from dnas.device import Device
-from dnas.errors import DnasError
+from dnas.errors import DnasError, read_small_file
+from dnas.recipes import FLOAT32_MAX, MAX_EPOCHS
 from dnas.study import check_study_name, default_storage, trial_root
 
 
@@ -53,6 +53,9 @@ class Sampler(str, enum.Enum):
 DATA_SEED = 0
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+Epochs = Annotated[int, msgspec.Meta(ge=1, le=MAX_EPOCHS)]
+Trials = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+LearningRate = Annotated[float, msgspec.Meta(gt=0, le=FLOAT32_MAX)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Seed = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
 Workers = Annotated[int, msgspec.Meta(ge=1, le=1024)]
@@ -64,17 +67,17 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     budgets: tuple[str, ...] = ("1M-params",)  # all must hold, e.g. 1M-params, 300M-flops
     space: Space = Space.all
     dataset: str = "cifar10"  # cifar10, cifar100, svhn, fashion-mnist, mnist, imagefolder:PATH
-    trials: Positive | None = 20  # trained trials the study should reach; None: until timeout
+    trials: Trials | None = 20  # trained trials the study should reach; None: until timeout
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None  # this command's wall time
-    epochs: Positive = 3  # a candidate's full training, the top rung (the fidelity)
+    epochs: Epochs = 3  # a candidate's full training, the top rung (the fidelity)
     # The first rung of multi-fidelity; None (= epochs): every candidate trains fully. The
     # fidelity study (README) found epoch 1 of 3 ranking worse than parameter count alone.
-    min_epochs: Positive | None = None
+    min_epochs: Epochs | None = None
     reduction_factor: Annotated[int, msgspec.Meta(ge=2, le=100)] = 3  # rungs and promotions
     train_subset: Positive | None = None  # training images per trial (class-stratified)
     val_size: Positive | None = None  # validation images [default: the dataset's]
     batch_size: Positive | None = None  # [default: the fast recipe's]
-    lr: Annotated[float, msgspec.Meta(gt=0)] | None = None  # peak [default: the fast recipe's]
+    lr: LearningRate | None = None  # peak [default: the fast recipe's]
     objective: Objective = Objective.pareto
     cost: CostMetric = CostMetric.params  # the cost objective of a Pareto study
     sampler: Sampler = Sampler.auto
@@ -88,7 +91,7 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     studies_dir: str = "studies"  # not settable from a study file: only on the command line
     reports_dir: str = "reports"  # the report goes to REPORTS_DIR/STUDY/index.html
     retrain_top: NonNegative = 0
-    final_epochs: Positive = 30
+    final_epochs: Epochs = 30
 
     def __post_init__(self) -> None:
         if not self.budgets:
@@ -97,8 +100,6 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         if self.trials is None and self.timeout_s is None:
             raise DnasError("give --trials N or --timeout (e.g. 2h), or both")
         check_study_name(self.study_name)
-        if self.lr is not None and not math.isfinite(self.lr):
-            raise DnasError(f"--lr {self.lr}: expected a finite float > 0")
         if self.min_epochs is not None and self.min_epochs > self.epochs:
             raise DnasError(
                 f"--min-epochs {self.min_epochs} is more than --epochs {self.epochs}: the first"
@@ -147,10 +148,11 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         return Path(self.reports_dir) / self.study_name
 
 
-# Keys a study file may set: the config's fields under their command-line names, less the output
-# folders (those are the defaults or what the user names on the command line).
+# Keys a study file may set: the config's fields under their command-line names, less where files
+# go (the output folders, the storage, the data cache: those are the defaults or what the user
+# names on the command line).
 _FILE_ONLY_RENAMES = {"budget": "budgets", "timeout": "timeout_s"}
-_NOT_IN_FILES = {"studies_dir", "reports_dir", "budgets", "timeout_s"}
+_NOT_IN_FILES = {"studies_dir", "reports_dir", "storage", "data_dir", "budgets", "timeout_s"}
 
 
 def file_keys() -> list[str]:
@@ -176,6 +178,7 @@ def parse_duration(text: str) -> float:
 
 
 MAX_STUDY_FILE = 64 * 1024  # bytes; the study files shipped are under 1 KiB
+STUDY_FILE = "a study file (a short TOML, see studies/*.toml)"
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -185,23 +188,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
 
+    raw = read_small_file(path, "--config", MAX_STUDY_FILE, STUDY_FILE)
     try:
-        with open(path, "rb") as f:  # read a bounded amount: the path may be /dev/zero
-            raw = f.read(MAX_STUDY_FILE + 1)
-        if len(raw) > MAX_STUDY_FILE:
-            raise DnasError(
-                f"--config {path}: longer than {MAX_STUDY_FILE // 1024} KiB; a study file is"
-                " a short TOML (see studies/*.toml)"
-            )
-        data = tomllib.loads(raw.decode("utf-8"))
-    except IsADirectoryError:
-        raise DnasError(f"--config {path}: a directory, not a study file (a .toml)") from None
-    except (FileNotFoundError, NotADirectoryError):
-        raise DnasError(
-            f"--config {path}: no such file (see studies/*.toml for examples)"
-        ) from None
-    except OSError as e:
-        raise DnasError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+        data = tomllib.loads(raw.decode("utf-8-sig"))  # a byte-order mark is allowed
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise DnasError(f"--config {path}: not valid TOML ({e})") from None
     unknown = sorted(set(data) - set(file_keys()))

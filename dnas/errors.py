@@ -46,6 +46,26 @@ def writing(path: str | Path, what: str, hint: str = "") -> Iterator[None]:
         raise DnasError(f"{what} {path}: cannot write it ({why}){hint}") from None
 
 
+def read_small_file(path: Path, what: str, limit: int, expected: str) -> bytes:
+    """A short input file's bytes, read only from a plain file and only up to ``limit`` (a FIFO
+    would wait for ever, /dev/zero never ends); each refusal is one line, ``expected`` saying
+    what the file should be ("a study file (a short TOML, see studies/*.toml)")."""
+    try:
+        if Path(path).is_dir():
+            raise DnasError(f"{what} {path}: a directory, not {expected}")
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise DnasError(f"{what} {path}: not a plain file (a pipe or device); give {expected}")
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        raise DnasError(f"{what} {path}: no such file; give {expected}") from None
+    except OSError as e:
+        raise DnasError(f"{what} {path}: cannot read it ({e.strerror or e})") from None
+    if len(raw) > limit:
+        raise DnasError(f"{what} {path}: longer than {limit // 1024} KiB; give {expected}")
+    return raw
+
+
 def check_replaceable(path: Path, what: str, ours: Callable[[bytes], bool]) -> None:
     """Refuse to write over ``path`` unless it is missing or a file that dnas wrote: ``ours``
     tells from its first 4 KiB. A user's file named by mistake (``--out README.md``) stays."""

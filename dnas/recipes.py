@@ -12,6 +12,9 @@ from typing import Literal
 
 from dnas.errors import DnasError
 
+MAX_EPOCHS = 10_000  # of one run; the papers train for 200-300
+FLOAT32_MAX = 3.4028234663852886e38  # the largest learning rate or weight decay torch accepts
+
 
 class RecipeName(str, enum.Enum):
     paper = "paper"  # the paper's full schedule
@@ -114,11 +117,21 @@ def resolve_recipe(
     for field, low in (("epochs", 1), ("batch_size", 1)):
         if getattr(recipe, field) < low:
             raise DnasError(f"{field} must be >= {low}, got {getattr(recipe, field)}")
+    if recipe.epochs > MAX_EPOCHS:
+        raise DnasError(f"epochs must be at most {MAX_EPOCHS:,}, got {recipe.epochs:,}")
     if not 0 < recipe.lr < math.inf:
         raise DnasError(f"lr must be a finite number > 0, got {recipe.lr}")
     for field in ("weight_decay", "warmup_epochs"):
         if not 0 <= getattr(recipe, field) < math.inf:
             raise DnasError(f"{field} must be a finite number >= 0, got {getattr(recipe, field)}")
+    for field in ("lr", "weight_decay"):  # the optimizer keeps them beside float32 weights
+        if (value := getattr(recipe, field)) > FLOAT32_MAX:
+            raise DnasError(f"{field} must be at most {FLOAT32_MAX:.4g}, got {value}")
+    if recipe.warmup_epochs > recipe.epochs:
+        raise DnasError(
+            f"warmup_epochs must be at most the run's {recipe.epochs} epochs,"
+            f" got {recipe.warmup_epochs}"
+        )
     if not 0.0 <= recipe.dropout < 1.0:
         raise DnasError(f"dropout must be in [0, 1), got {recipe.dropout}")
     return recipe

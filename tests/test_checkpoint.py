@@ -96,8 +96,10 @@ def test_load_spec_from_name_and_json(tmp_path: Path) -> None:
     assert load_spec(str(tmp_path / "n.json"), 4, 3) == spec
     assert load_spec("wrn-16-2-b313", 4, 3) == spec
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(DnasError, match="cannot read"):
+    with pytest.raises(DnasError, match=r"bad.json: not JSON \(Expecting"):
         load_spec(tmp_path / "bad.json")
+    with pytest.raises(DnasError, match=r"missing.json: no such file; give a JSON spec"):
+        load_spec(tmp_path / "missing.json")
     (tmp_path / "odd.json").write_text(json.dumps({"family": "wrn", "depth": 10, "k": 2}))
     with pytest.raises(DnasError, match=r"odd.json: not a valid wrn spec: unknown keys k"):
         load_spec(tmp_path / "odd.json")

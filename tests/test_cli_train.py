@@ -242,6 +242,10 @@ def test_without_out_the_run_goes_under_studies(
         (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
         (["--weight-decay", "inf"], "weight_decay must be a finite number >= 0, got inf"),
         (["--warmup-epochs", "inf"], "warmup_epochs must be a finite number >= 0, got inf"),
+        (["--warmup-epochs", "11"], "warmup_epochs must be at most the run's 10 epochs, got 11.0"),
+        (["--lr", "1e308"], "lr must be at most 3.403e+38, got 1e+308"),
+        (["--weight-decay", "1e39"], "weight_decay must be at most 3.403e+38, got 1e+39"),
+        (["--epochs", "10001"], "epochs must be at most 10,000, got 10,001"),
     ],
 )
 def test_non_finite_hyperparameters_are_refused_before_anything_is_written(

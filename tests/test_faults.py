@@ -54,7 +54,8 @@ def run_cli(tmp_path: Path, monkeypatch, *args: str):  # noqa: ANN201
         (["--seed", "-1"], "--seed -1: expected int >= 0"),
         (["--trials", "-3"], "--trials -3: expected int >= 1"),
         (["--timeout", "0s"], "bad duration '0s'"),
-        (["--lr", "inf"], "--lr inf: expected a finite float > 0"),
+        (["--lr", "inf"], "--lr inf: expected float <= 3.4028234663852886e+38"),
+        (["--lr", "nan"], "--lr nan: expected float > 0.0"),
         (["--study", "../../x"], "bad study name '../../x': use letters, digits"),
         (["--study", ".."], "bad study name '..'"),
         (["--study", "/abs/path"], "bad study name '/abs/path'"),
@@ -89,9 +90,13 @@ def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, 
         ("colour = 1", "unknown key 'colour'; a study file may set"),
         ('studies_dir = "/tmp/elsewhere"', "unknown key 'studies_dir'"),
         ('reports_dir = "."', "unknown key 'reports_dir'"),
+        ('storage = "sqlite:////tmp/elsewhere.db"', "unknown key 'storage'"),
+        ('data_dir = "/tmp/elsewhere"', "unknown key 'data_dir'"),
+        ("epochs = 99999", "epochs = 99999: expected int <= 10000"),
+        ("lr = 1e300", "lr = 1e+300: expected float <= 3.4028234663852886e+38"),
         ('study = "../up"', "bad study name '../up'"),
         ("trials = [", "not valid TOML"),
-        ("# " + "x" * 70_000, "longer than 64 KiB; a study file is a short TOML"),
+        ("# " + "x" * 70_000, "longer than 64 KiB; give a study file (a short TOML"),
         (b"trials = 1 \xff".decode("latin-1"), "not valid TOML"),
     ],
 )
@@ -309,6 +314,30 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, mon
     result = run_cli(tmp_path, monkeypatch, *args)
     assert result.exit_code == 2 and "an empty path; give a file or folder name" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("train", "bin.json"), "spec file bin.json: not JSON ('utf-8' codec can't decode"),
+        (("train", "deep.json"), "spec file deep.json: not JSON (nested too deeply)"),
+        (("train", "fifo.json"), "spec file fifo.json: not a plain file (a pipe or device)"),
+        (("search", "--config", "fifo.json"), "--config fifo.json: not a plain file (a pipe"),
+    ],
+)
+def test_unreadable_input_files_are_one_line_and_never_wait(tmp_path, monkeypatch, args, message):
+    (tmp_path / "bin.json").write_bytes(bytes(range(128, 256)))
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    os.mkfifo(tmp_path / "fifo.json")  # reading it would wait for a writer for ever
+    result = run_cli(tmp_path, monkeypatch, *args)
+    assert result.exit_code == 2 and result.output.startswith(f"Error: {message}"), result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_study_file_may_start_with_a_byte_order_mark(tmp_path, monkeypatch):
+    (tmp_path / "s.toml").write_bytes(b"\xef\xbb\xbftrials = 0\n")
+    result = run_cli(tmp_path, monkeypatch, "search", "--config", "s.toml")
+    assert "trials = 0: expected int >= 1" in result.output  # read past the mark to the value
 
 
 def test_a_directory_as_study_file_is_one_line(tmp_path, monkeypatch):
