@@ -97,6 +97,9 @@ def write_atomic(path: Path, data: bytes, what: str) -> None:
     killed mid-write left goes with the next write (``STALE_WRITE_S``). A write the machine
     refuses (a full disk) is one line, and the old file stays."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: workers share pages
+    with contextlib.suppress(FileNotFoundError):  # a rename would replace a device, not write it
+        if not stat.S_ISREG(path.stat().st_mode):  # (as root, /dev/null for the whole machine)
+            raise DnasError(f"{what} {path}: not a plain file (a folder or device); give a file")
     with writing(path, what):
         try:
             tmp.write_bytes(data)

@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 import optuna
@@ -321,6 +322,23 @@ def _events(trials: list, numbers: list[int], target: int | None) -> list[TrialE
 # ---- the search -------------------------------------------------------------------------------
 
 
+def _check_study_folders(config: SearchConfig, database: Path | None) -> None:
+    """The study's trial and report folders must be folders, and trial folders must belong to
+    its database: with the database gone, trial 0 would meet the old trial 0's run."""
+    root = config.trial_root
+    for folder, option in ((root, "--study"), (config.report_dir, "--study")):
+        if folder.exists() and not folder.is_dir():
+            raise DnasError(f"{folder} is a file, not study {config.study_name}'s folder; choose"
+                            f" another {option}")  # fmt: skip
+    gone = database is not None and (not database.exists() or database.stat().st_size == 0)
+    if gone and root.is_dir() and any(root.glob("trial-*")):
+        raise DnasError(
+            f"{root} holds the trial folders of an earlier study {config.study_name}, whose"
+            f" database {database} is missing or empty: restore the database, or move {root}"
+            " away to start afresh"
+        )
+
+
 def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -> SearchConfig:
     """Check everything that can be checked before any trial, and settle the device and the
     number of workers. Writes nothing."""
@@ -335,6 +353,7 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -
     database = records.sqlite_path(config.storage_url)
     if database is not None:
         check_writable(database.parent, _database_option(config))
+    _check_study_folders(config, database)
     if not config.dataset.startswith("imagefolder:"):
         info = dataset_info(config.dataset)
         batch = config.train_batch_size if needs_memory(parse_budgets(config.budgets)) else None

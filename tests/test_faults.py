@@ -202,6 +202,9 @@ def test_the_next_atomic_write_removes_what_a_killed_write_left(tmp_path):
     assert partial_writes(page) == [stale, live] and partial_writes(page, STALE_WRITE_S) == [stale]
     write_atomic(page, b"<html>", "report")
     assert page.read_bytes() == b"<html>"
+    with pytest.raises(DnasError, match="not a plain file"):  # renamed over, /dev/null was gone
+        write_atomic(Path(os.devnull), b"<html>", "report")
+    assert Path(os.devnull).is_char_device()
     assert not stale.exists() and live.exists() and other.exists()  # live: maybe being written
 
 
@@ -338,6 +341,24 @@ def test_a_study_file_may_start_with_a_byte_order_mark(tmp_path, monkeypatch):
     (tmp_path / "s.toml").write_bytes(b"\xef\xbb\xbftrials = 0\n")
     result = run_cli(tmp_path, monkeypatch, "search", "--config", "s.toml")
     assert "trials = 0: expected int >= 1" in result.output  # read past the mark to the value
+
+
+def test_study_folders_that_are_files_or_orphans_are_refused_before_any_write(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "notes.md").write_text("mine")
+    (tmp_path / "studies" / "old" / "trial-00000").mkdir(parents=True)  # its database deleted
+    before = files_under(tmp_path)
+    for study, message in (
+        ("notes.md", "studies/notes.md is a file, not study notes.md's folder"),
+        ("old", "studies/old holds the trial folders of an earlier study old, whose database"),
+        ("-x", "bad study name '-x'"),
+    ):
+        result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--trials=1", "--study", study)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert files_under(tmp_path) == before
 
 
 def test_a_directory_as_study_file_is_one_line(tmp_path, monkeypatch):
