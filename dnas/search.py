@@ -223,7 +223,9 @@ def run_worker(
             study.stop()
 
     # A worker killed earlier left its trial RUNNING: let the heartbeat mark it failed (and queue
-    # it again) before counting, or the dead trial would count as one still training.
+    # it again) before counting, or the dead trial would count as one still training; one of
+    # this machine's is known dead at once.
+    records.fail_dead_trials(study)
     with _experimental():
         optuna.storages.fail_stale_trials(study)
     if config.trials is None or trained_count(study) < config.trials:

@@ -8,9 +8,12 @@ them back into the record. Nothing else in dnas reads a trial's attributes by na
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
 import re
+import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +40,7 @@ REUSED = "reused"  # the same candidate as an earlier trial: its result, told ag
 # The user-attribute keys: the storage of TrialRecord.
 _STARTED = "started_training"  # set when a trial starts training (it may not have finished)
 _LEGACY_STARTED = "trained"  # what studies made before 0.2 called it
+_WORKER = "worker"  # the process that trains it (``worker_id``)
 
 
 # ---- names, storage and folders -------------------------------------------------------------
@@ -189,6 +193,53 @@ def record_started(trial: optuna.Trial, device: str, run_dir: Path) -> None:
     trial.set_user_attr("promoted", [])
     trial.set_user_attr("device", device)
     trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr(_WORKER, worker_id())
+
+
+def worker_id() -> str:
+    """This process among all that may share a study: the machine's boot id (its host name where
+    there is none) and the process id."""
+    try:
+        machine = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        machine = socket.gethostname()
+    return f"{machine}:{os.getpid()}"
+
+
+def fail_dead_trials(study: optuna.Study) -> int:
+    """Fail, as the heartbeat would after its 30 s grace, and so queue again, the running trials
+    whose worker was a process of this machine that is gone: a rerun right after ``kill -9``
+    would otherwise count the dead trial as one still training. Returns how many."""
+    import copy
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage, machine = study._storage, worker_id().rpartition(":")[0]
+    dead = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get(_WORKER)
+        theirs, _, pid = worker.rpartition(":") if isinstance(worker, str) else ("", "", "")
+        if theirs != machine or not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(UpdateFinishedTrialError):  # another process failed it first
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                dead.append(t._trial_id)
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in dead:
+        if retry is not None:
+            retry(study, copy.deepcopy(storage.get_trial(trial_id)))
+    return len(dead)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        pass
+    return True
 
 
 def record_result(trial: optuna.Trial, metrics: list[dict], wall_time_s: float,
