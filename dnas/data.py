@@ -204,7 +204,12 @@ def _imagefolder(path: Path) -> tuple[DatasetInfo, tuple[torch.Tensor, ...]]:
             raise DnasError(f"imagefolder: {d} has classes {ds.classes}, but train has {classes}")
         images = []
         for file, _ in ds.samples:
-            img = Image.open(file).convert("RGB")
+            try:
+                img = Image.open(file).convert("RGB")
+            except (OSError, Image.DecompressionBombError) as e:  # not an image, cut short, huge
+                raise DnasError(
+                    f"imagefolder: {file}: not an image that can be read ({e}); remove or fix it"
+                ) from None
             size = size or img.size
             images.append(np.asarray(img.resize(size) if img.size != size else img))
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()

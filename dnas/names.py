@@ -120,6 +120,9 @@ def _depth_of(name: str) -> int:
     return int(m[1]) if m else 0
 
 
+MAX_NAME = 100  # characters
+
+
 def parse_name(name: str, num_classes: int = 10, in_channels: int = 3) -> Spec:
     """Parse a canonical or alias name into a spec.
 
@@ -127,6 +130,11 @@ def parse_name(name: str, num_classes: int = 10, in_channels: int = 3) -> Spec:
         ArchitectureNameError: with a one-line message naming the closest valid names.
     """
     key = name.strip().lower()
+    if len(key) > MAX_NAME:  # the longest real name is under 40 characters; never echo a flood
+        raise ArchitectureNameError(
+            f"a name of {len(key):,} characters ({key[:20]!r}...) is not a DenseNet or WRN name;"
+            " see `dnas space` for names"
+        )
     try:
         return _parse(key, num_classes, in_channels)
     except SpecError as e:

@@ -71,3 +71,11 @@ def test_bad_names_suggest_close_valid_ones(bad, suggestion):
     assert suggestion in message
     for close in message.split("did you mean ")[-1].rstrip("?").split(", "):
         parse_name(close)  # every suggestion is itself valid
+
+
+def test_a_flood_of_characters_is_named_not_echoed():
+    with pytest.raises(ArchitectureNameError) as e:
+        parse_name("a" * 100_000)
+    message = str(e.value)
+    assert message.startswith("a name of 100,000 characters ('aaaaaaaaaaaaaaaaaaaa'...)")
+    assert len(message) < 200
