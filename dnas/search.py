@@ -154,11 +154,14 @@ def open_study(config: SearchConfig) -> optuna.Study:
     return study
 
 
-def trained_count(study: optuna.Study, exclude: int | None = None) -> int:
+def trained_count(
+    study: optuna.Study, exclude: int | None = None, settings: str | None = None
+) -> int:
     """Trials that trained or are training (a heartbeat-failed one is retried, so not counted),
-    other than trial number ``exclude`` (a retried trial inherits its original's attributes)."""
+    other than trial number ``exclude`` (a retried trial inherits its original's attributes),
+    with the training ``settings`` when given (``SearchConfig.training_key``)."""
     return sum(
-        t.number != exclude and records.counts_towards_trials(t)
+        t.number != exclude and records.counts_towards_trials(t, settings)
         for t in study.get_trials(deepcopy=False)
     )
 
@@ -205,13 +208,17 @@ def run_worker(
                          config.train_subset, DATA_SEED)  # fmt: skip
     study = study or open_study(config)
     deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
+
+    def counter(study: optuna.Study, exclude: int) -> int:
+        return trained_count(study, exclude, config.training_key)
+
     runner = TrialRunner(config, data, parse_budgets(config.budgets),
-                         device_name(config.device.value), trained_count, on_epoch,
+                         device_name(config.device.value), counter, on_epoch,
                          deadline)  # fmt: skip
     stop: list[str] = []
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        (event,) = _events(study.get_trials(deepcopy=False), [trial.number], config.trials)
+        (event,) = _events(study.get_trials(deepcopy=False), [trial.number], config)
         on_trial(event)
         trained = event.trained
         if (reason := _same_failures(study)) is not None:
@@ -228,7 +235,7 @@ def run_worker(
     records.fail_dead_trials(study)
     with _experimental():
         optuna.storages.fail_stale_trials(study)
-    if config.trials is None or trained_count(study) < config.trials:
+    if config.trials is None or trained_count(study, None, config.training_key) < config.trials:
         try:
             study.optimize(runner, timeout=config.timeout_s, callbacks=[callback],
                            catch=(Exception,), gc_after_trial=True)  # fmt: skip
@@ -306,19 +313,19 @@ def _report_new(study: optuna.Study, config: SearchConfig, reported: set[int],
     """Call ``on_trial`` for every finished trial not reported yet."""
     trials = study.get_trials(deepcopy=False)
     fresh = [t.number for t in trials if t.state.is_finished() and t.number not in reported]
-    for event in _events(trials, fresh, config.trials):
+    for event in _events(trials, fresh, config):
         reported.add(event.record.number)
         on_trial(event)
 
 
-def _events(trials: list, numbers: list[int], target: int | None) -> list[TrialEvent]:
+def _events(trials: list, numbers: list[int], config: SearchConfig) -> list[TrialEvent]:
     """Progress events for trials ``numbers``, from one read of the study's trials."""
     if not numbers:
         return []
     recs = {t.number: records.read(t) for t in trials}
     best = max((r.val_acc for r in recs.values() if r.state == records.TRAINED), default=None)
-    trained = sum(records.counts_towards_trials(t) for t in trials)
-    return [TrialEvent(recs[n], trained, target, best) for n in numbers]
+    trained = sum(records.counts_towards_trials(t, config.training_key) for t in trials)
+    return [TrialEvent(recs[n], trained, config.trials, best) for n in numbers]
 
 
 # ---- the search -------------------------------------------------------------------------------
@@ -448,7 +455,10 @@ def search(
             exit_code=143 if isinstance(e, Terminated) else 130,
         ) from None
     summary = _finish(study, config, t0)
-    reached = config.trials is not None and trained_count(study) >= config.trials
+    reached = (
+        config.trials is not None
+        and trained_count(study, None, config.training_key) >= config.trials
+    )
     if stop is None and not reached:  # the workers' processes stopped on failures
         stop = _same_failures(study)
     if config.retrain_top and not stop and summary.front:

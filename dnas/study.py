@@ -289,14 +289,18 @@ def started(trial: optuna.trial.FrozenTrial) -> bool:
     return a.get(_STARTED) is True or a.get(_LEGACY_STARTED) is True
 
 
-def counts_towards_trials(trial: optuna.trial.FrozenTrial) -> bool:
+def counts_towards_trials(trial: optuna.trial.FrozenTrial, settings: str | None = None) -> bool:
     """Whether a trial counts towards the study's ``--trials``: it started training and is
-    training, finished, was pruned or failed by itself. A trial whose worker died (failed by the
-    heartbeat, with no failure of its own) does not: Optuna queues it again."""
+    training, finished, was pruned or failed by itself, with the training ``settings`` (when
+    given) of the search counting. A trial whose worker died (failed by the heartbeat, with no
+    failure of its own) does not: Optuna queues it again."""
     from optuna.trial import TrialState as S
 
     if not started(trial):
         return False
+    theirs = trial.user_attrs.get("settings")
+    if settings is not None and isinstance(theirs, str) and theirs != settings:
+        return False  # trained for a search of other epochs, subset, ...: not this one's
     return trial.state in (S.COMPLETE, S.PRUNED, S.RUNNING) or "failure" in trial.user_attrs
 
 

@@ -83,7 +83,7 @@ def summarize(study: optuna.Study, config: SearchConfig, wall_time_s: float) -> 
         budgets=list(config.budgets),
         cost=metric,
         device=config.device.value,
-        trained=sum(r.started for r in recs),
+        trained=sum(r.started and r.settings in (None, config.training_key) for r in recs),
         complete=len(done),
         stopped=sum(r.state == records.STOPPED for r in recs),
         failed=len(failures),

@@ -208,6 +208,19 @@ def test_the_next_atomic_write_removes_what_a_killed_write_left(tmp_path):
     assert not stale.exists() and live.exists() and other.exists()  # live: maybe being written
 
 
+def test_a_rerun_with_other_training_settings_trains_its_own_trials(tmp_path, monkeypatch):
+    """--trials counts the trials of this search's settings: a rerun with --epochs 2 once found
+    the 1-epoch trial, trained nothing, and failed with a wrong reason."""
+    args = ("search", *SMALL, "--trials", "1", "--study", "s", "--initial-design", "0")
+    assert run_cli(tmp_path, monkeypatch, *args).exit_code == 0
+    result = run_cli(tmp_path, monkeypatch, *args, "--epochs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["trained"] == summary["complete"] == 1
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/studies/s.db")
+    assert sorted(records.read(t).epochs for t in study.trials if records.started(t)) == [1, 2]
+
+
 def test_search_with_no_trained_trial_exits_non_zero(tmp_path, monkeypatch):
     result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--timeout", "0.01s",
                      "--study", "t")  # fmt: skip
