@@ -12,6 +12,7 @@ import contextlib
 import os
 import random
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -166,6 +167,24 @@ def trained_count(
     )
 
 
+def _storage_failure(error: BaseException | None) -> str | None:
+    """The database's own reason (a full disk, a read-only file) behind whatever Optuna raised
+    while handling a failed write (once, an ``AssertionError: Should not reach``); None when the
+    storage is not to blame."""
+    import sqlalchemy.exc
+
+    seen: set[int] = set()
+    found = None
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, sqlalchemy.exc.DBAPIError):
+            return str(error.orig if error.orig is not None else error).splitlines()[0]
+        if isinstance(error, optuna.exceptions.StorageInternalError):
+            found = found or str(error).splitlines()[0]
+        error = error.__cause__ or error.__context__
+    return found
+
+
 def _failure_kind(reason: str) -> str:
     """A failure reason with its numbers blanked: 'loss nan at step 5' ~ 'loss inf at step 9'."""
     return re.sub(r"\b(nan|inf|[-+]?\d[\d.e+-]*)\b", "#", reason.lower())
@@ -240,6 +259,12 @@ def run_worker(
             study.optimize(runner, timeout=config.timeout_s, callbacks=[callback],
                            catch=(Exception,), gc_after_trial=True)  # fmt: skip
         except BaseException as e:
+            if (why := _storage_failure(e)) is not None:
+                raise DnasError(
+                    f"the study's storage {config.storage_url} refused to save a trial ({why});"
+                    " the completed trials are kept: free space or make it writable, then rerun"
+                    " the same command"
+                ) from None
             if (cause := interruption(e)) is None:
                 raise
             runner.release()
@@ -271,6 +296,9 @@ def _worker_entry(config: SearchConfig, index: int, threads: int, parent: int) -
         )
     except KeyboardInterrupt as e:  # Ctrl-C reaches every process; the parent says what is kept
         os._exit(143 if isinstance(e, Terminated) else 130)
+    except DnasError as e:  # one line, as the parent's own (a full disk under the storage)
+        print(f"Error: worker {index}: {e}", file=sys.stderr, flush=True)
+        os._exit(e.exit_code)
     os._exit(3 if reason else 0)
 
 

@@ -26,7 +26,7 @@ from dnas.errors import (
     partial_writes,
     write_atomic,
 )
-from dnas.search import SearchFailed, prepare, run_worker, search
+from dnas.search import SearchFailed, _storage_failure, prepare, run_worker, search
 from dnas.summary import MAX_DUPLICATES, prune_checkpoints
 
 SMALL = ["-b", "20k-params", "-b", "3M-flops", "--dataset", "fashion-mnist", "--epochs", "1",
@@ -488,6 +488,25 @@ def test_sigterm_stops_the_workers_too_and_keeps_what_finished(tmp_path):
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     cut = [t for t in study.trials if records.read(t).note.startswith("interrupted")]
     assert cut and all(t.params in queued(study) for t in cut)
+
+
+def test_a_storage_failure_is_found_behind_the_errors_optuna_raised_meanwhile():
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    full = sqlite3.OperationalError("database or disk is full")
+    try:
+        try:
+            try:
+                raise sqlalchemy.exc.OperationalError("INSERT ...", {}, full)
+            except sqlalchemy.exc.OperationalError as e:
+                raise optuna.exceptions.StorageInternalError("An exception is raised") from e
+        except optuna.exceptions.StorageInternalError:
+            raise AssertionError("Should not reach.")  # what Optuna's _run_trial raised then
+    except AssertionError as e:
+        assert _storage_failure(e) == "database or disk is full"
+    assert _storage_failure(ValueError("x")) is None and _storage_failure(None) is None
 
 
 def test_interruption_is_found_behind_the_error_it_caused():
