@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +26,9 @@ class DnasError(ValueError):
 
 def check_writable(path: str | Path, what: str) -> None:
     """Refuse, before anything is written, a folder ``path`` that cannot be made or written in:
-    its nearest existing ancestor must be a folder this process may write in. Writes nothing
-    (a folder the kernel refuses anyway, such as one under /proc, fails later in ``writing``)."""
+    its nearest existing ancestor must be a folder this process may write in, and one where the
+    kernel lets it create a file (not /proc, a read-only mount): an anonymous one, gone when
+    closed, so that nothing is left."""
     existing = Path(path).absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -34,6 +36,11 @@ def check_writable(path: str | Path, what: str) -> None:
         raise DnasError(f"{what} {path}: {existing} is a file, not a folder; give a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise DnasError(f"{what} {path}: {existing} is not writable; give a folder you can write")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise DnasError(f"{what} {path}: cannot write in {existing} ({why}); give another folder")
 
 
 @contextlib.contextmanager

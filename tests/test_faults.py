@@ -406,6 +406,15 @@ def test_an_unwritable_output_folder_is_refused_before_training(tmp_path, monkey
     assert files_under(tmp_path) == {"afile"}
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux's /proc")
+def test_a_folder_the_kernel_refuses_is_found_before_training(tmp_path, monkeypatch):
+    result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--trials", "1",
+                     "--reports-dir", "/proc/x")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: --reports-dir /proc/x: cannot write in /proc (")
+    assert files_under(tmp_path) == set()  # nothing trained, nothing written
+
+
 def test_a_report_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     result = run_cli(
         tmp_path, monkeypatch, "search", *SMALL, "--trials", "1", "--space", "densenet"
