@@ -20,7 +20,9 @@ from dnas.spec import Spec
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _BINARY = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}  # memory
-_BUDGET = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)\s*([kmg]?)-(params|flops|memory)$", re.IGNORECASE)
+_BUDGET = re.compile(
+    r"^((?:\d+(?:\.\d+)?|\.\d+)(?:e[+-]?\d+)?)\s*([kmg]?)-(params|flops|memory)$", re.IGNORECASE
+)
 EXAMPLE = "1M-params, 800k-params, 300M-flops, 0.5G-flops or 2G-memory"
 
 
@@ -57,7 +59,7 @@ def parse_budget(text: str) -> Budget:
             f" -memory, e.g. {EXAMPLE}"
         )
     units = _BINARY if m[3].lower() == "memory" else _UNITS
-    value = float(m[1]) * units[m[2].lower()]
+    value = float(m[1]) * units[m[2].lower()]  # 1e999 is inf: refused below
     if not 1 <= value < 2**63:
         raise BudgetError(
             f"bad budget {text!r}: the limit must be at least 1 and below 2^63, e.g. {EXAMPLE}"

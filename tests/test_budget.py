@@ -21,6 +21,8 @@ from dnas.names import parse_name
         ("2G-memory", "memory", 2 * 2**30),  # memory: binary prefixes, as GPU memory is quoted
         ("512M-memory", "memory", 512 * 2**20),
         ("1.5k-MEMORY", "memory", 1536),
+        ("2e5-params", "params", 200_000),  # a number in exponent form too
+        ("1.5E-3G-flops", "flops", 1_500_000),
     ],
 )
 def test_grammar(text, metric, limit):
@@ -40,6 +42,9 @@ def test_grammar(text, metric, limit):
         "",
         "0.5-memory",
         "99999999999G-params",
+        "1e18G-params",
+        "1e999M-params",
+        "1e-params",
         "1M-memory-params",
         "../1M-params",
     ],  # fmt: skip
