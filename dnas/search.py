@@ -136,7 +136,8 @@ def open_study(config: SearchConfig) -> optuna.Study:
             if any(text in str(e).lower() for text in _SCHEMA_RACE):
                 time.sleep(0.5 + random.random() * attempt)
                 continue
-            raise DnasError(f"cannot open storage {config.storage_url!r}: {e}".splitlines()[0])
+            why = _storage_failure(e) or str(e)  # the database's reason, not Optuna's guess
+            raise DnasError(f"cannot open storage {config.storage_url!r}: {why}".splitlines()[0])
     else:
         raise DnasError(f"cannot open storage {config.storage_url!r}: schema creation collided")
     if [d.name.lower() for d in study.directions] != directions:
