@@ -315,6 +315,11 @@ def load_data(
         val_default = VAL_SIZE[name]
         augment = name in AUGMENTED
     val_n = val_default if val_size is None else val_size
+    if len(train_y) < 2:
+        raise DnasError(
+            f"{info.name} has {len(train_y)} training image(s); give at least two, one of them to"
+            " validate on"
+        )
     if not 0 <= val_n < len(train_y):
         raise DnasError(
             f"validation size must be in [0, {len(train_y)}) for {info.name}, got {val_n}"

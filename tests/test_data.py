@@ -147,6 +147,11 @@ def test_imagefolder(tmp_path: Path) -> None:
     assert (len(d.train_y), len(d.val_y), len(d.test_y)) == (11, 1, 4)
     with pytest.raises(DnasError, match="no such directory"):
         load_data(f"imagefolder:{tmp_path / 'nope'}")
+    one = tmp_path / "one" / "cat"
+    one.mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(one / "0.png")
+    with pytest.raises(DnasError, match="has 1 training image"):
+        load_data(f"imagefolder:{one.parent}")
     (tmp_path / "train" / "cat" / "6.png").write_text("garbage")  # named as an image, is not one
     with pytest.raises(DnasError, match=r"6.png: not an image that can be read \(cannot identify"):
         load_data(f"imagefolder:{tmp_path}")
