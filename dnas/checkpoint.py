@@ -356,15 +356,16 @@ class RunDir:
         return self.checkpoint_file.exists() or self.result_file.exists()
 
     def others(self) -> list[str]:
-        """What the folder holds that no run writes: another program's files (``--out .git``)."""
+        """What the folder holds that no run writes: another program's files (``--out .git``).
+        Hidden files do not count (a desktop's .DS_Store, NFS's .nfsNNNN, our .NAME.PID.tmp)."""
         ours = {CONFIG, METRICS, CHECKPOINT, RESULT, *REUSE_PAGE}
         if not self.path.is_dir():
             return []
-        return sorted(
-            f.name
-            for f in self.path.iterdir()
-            if f.name not in ours and not (f.name.startswith(".") and f.name.endswith(".tmp"))
-        )
+        try:
+            names = [f.name for f in self.path.iterdir()]
+        except OSError as e:
+            raise DnasError(f"--out {self.path}: cannot read it ({e.strerror or e})") from None
+        return sorted(n for n in names if n not in ours and not n.startswith("."))
 
     def resume(self) -> dict:
         """The checkpoint to continue from; each error also says what to do instead."""

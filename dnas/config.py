@@ -100,6 +100,12 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         if self.trials is None and self.timeout_s is None:
             raise DnasError("give --trials N or --timeout (e.g. 2h), or both")
         check_study_name(self.study_name)
+        # msgspec checks the Meta limits when converting (the CLI, a study file), not when the
+        # Python API constructs a config: the limits that trials would otherwise fail on.
+        if self.lr is not None and not 0 < self.lr <= FLOAT32_MAX:
+            raise DnasError(f"--lr {self.lr}: expected a finite float > 0 and <= {FLOAT32_MAX}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            raise DnasError(f"--epochs {self.epochs}: expected 1 to {MAX_EPOCHS}")
         if self.min_epochs is not None and self.min_epochs > self.epochs:
             raise DnasError(
                 f"--min-epochs {self.min_epochs} is more than --epochs {self.epochs}: the first"

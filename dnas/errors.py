@@ -73,11 +73,18 @@ def read_small_file(path: Path, what: str, limit: int, expected: str) -> bytes:
     return raw
 
 
-def check_replaceable(path: Path, what: str, ours: Callable[[bytes], bool]) -> None:
-    """Refuse to write over ``path`` unless it is missing or a file that dnas wrote: ``ours``
-    tells from its first 4 KiB. A user's file named by mistake (``--out README.md``) stays."""
+def check_replaceable(
+    path: Path, what: str, ours: Callable[[bytes], bool], streams: bool = False
+) -> None:
+    """Refuse to write over ``path`` unless it is missing, empty or a file that dnas wrote:
+    ``ours`` tells from its first 4 KiB. A user's file named by mistake (``--out README.md``)
+    stays. With ``streams`` (a file written in place, not renamed over), a pipe or a device such
+    as /dev/stdout is a fine target too."""
     try:
-        if not stat.S_ISREG(path.lstat().st_mode):
+        mode = path.lstat().st_mode
+        if streams and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+            return
+        if not stat.S_ISREG(mode):
             raise DnasError(f"{what} {path}: a folder, link or device; give a file name")
         with open(path, "rb") as f:
             head = f.read(4096)
@@ -85,7 +92,7 @@ def check_replaceable(path: Path, what: str, ours: Callable[[bytes], bool]) -> N
         return
     except OSError as e:
         raise DnasError(f"{what} {path}: cannot read it ({e.strerror or e}); give another file")
-    if not ours(head):
+    if head and not ours(head):
         raise DnasError(
             f"{what} {path}: the file exists and dnas did not write it; give a new file name, or"
             " move the file away"

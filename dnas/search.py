@@ -303,9 +303,12 @@ def _worker_entry(config: SearchConfig, index: int, threads: int, parent: int) -
     os._exit(3 if reason else 0)
 
 
-def _run_processes(config: SearchConfig, study: optuna.Study, on_trial: TrialCallback) -> None:
+def _run_processes(
+    config: SearchConfig, study: optuna.Study, on_trial: TrialCallback
+) -> str | None:
     """N local workers: one per GPU when several are visible, CPU threads split otherwise. This
-    process reports each trial the workers finish (it polls the study every few seconds)."""
+    process reports each trial the workers finish (it polls the study every few seconds).
+    Returns why to stop when a worker failed by itself (its error is on stderr)."""
     import multiprocessing as mp
 
     import torch
@@ -326,6 +329,13 @@ def _run_processes(config: SearchConfig, study: optuna.Study, on_trial: TrialCal
             procs[0].join(timeout=5)
             _report_new(study, config, reported, on_trial)
         _report_new(study, config, reported, on_trial)
+        # 0: done; 3: stopped on repeated failures (the study says which); else its own error
+        failed = [
+            f"{i} (exit {p.exitcode})" for i, p in enumerate(procs) if p.exitcode not in (0, 3)
+        ]
+        if failed:
+            return f"worker {', '.join(failed)} failed; its error is printed above"
+        return None
     except Terminated:  # sent to this process alone (Ctrl-C reaches the whole process group)
         for p in procs:
             p.terminate()
@@ -474,7 +484,7 @@ def search(
         if config.workers == 1:
             stop = run_worker(config, data, study, on_trial, on_epoch)
         else:
-            _run_processes(config, study, on_trial)
+            stop = _run_processes(config, study, on_trial)
     except KeyboardInterrupt as e:
         summary = _finish(study, config, t0)
         how = "terminated" if isinstance(e, Terminated) else "interrupted"

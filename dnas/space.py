@@ -165,7 +165,8 @@ class SpaceResult:
         import csv
 
         path = Path(path)
-        check_replaceable(path, "--csv", lambda head: head.startswith(CSV_HEAD.encode()))
+        ours = lambda head: head.startswith(CSV_HEAD.encode())  # noqa: E731
+        check_replaceable(path, "--csv", ours, streams=True)
         try:
             with open(path, "w", newline="", encoding="utf-8") as f:
                 writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))

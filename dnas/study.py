@@ -193,14 +193,19 @@ def record_started(trial: optuna.Trial, device: str, run_dir: Path) -> None:
     trial.set_user_attr("promoted", [])
     trial.set_user_attr("device", device)
     trial.set_user_attr("run_dir", str(run_dir))
+
+
+def record_worker(trial: optuna.Trial) -> None:
     trial.set_user_attr(_WORKER, worker_id())
 
 
 def worker_id() -> str:
-    """This process among all that may share a study: the machine's boot id (its host name where
-    there is none) and the process id."""
+    """This process among all that may share a study: the machine's boot id and process-id
+    namespace (containers on one host share the boot id, not the pid namespace; the host name
+    where there is neither), and the process id."""
     try:
-        machine = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        machine = f"{boot}-{os.stat('/proc/self/ns/pid').st_ino}"
     except OSError:
         machine = socket.gethostname()
     return f"{machine}:{os.getpid()}"
@@ -216,16 +221,22 @@ def fail_dead_trials(study: optuna.Study) -> int:
     from optuna.trial import TrialState
 
     storage, machine = study._storage, worker_id().rpartition(":")[0]
+    trials = study.get_trials(deepcopy=False)
+    workers = {t.number: t.user_attrs.get(_WORKER) for t in trials}
     dead = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get(_WORKER)
-        theirs, _, pid = worker.rpartition(":") if isinstance(worker, str) else ("", "", "")
+    for t in trials:
+        worker = workers[t.number]
+        if t.state != TrialState.RUNNING or not isinstance(worker, str):
+            continue
+        if worker == workers.get(t.system_attrs.get("failed_trial")):
+            continue  # a retry not yet claimed by its new worker: the name is its original's
+        theirs, _, pid = worker.rpartition(":")
         if theirs != machine or not pid.isdigit() or _alive(int(pid)):
             continue
         with contextlib.suppress(UpdateFinishedTrialError):  # another process failed it first
             if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                 dead.append(t._trial_id)
-    retry = storage.get_heartbeat_stale_trial_callback()
+    retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
     for trial_id in dead:
         if retry is not None:
             retry(study, copy.deepcopy(storage.get_trial(trial_id)))

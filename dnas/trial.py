@@ -79,6 +79,7 @@ class TrialRunner:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         self.trial = trial
+        records.record_worker(trial)  # first: a retried trial inherits its dead original's
         try:
             return self._run(trial)
         except optuna.TrialPruned as e:

@@ -17,7 +17,7 @@ from dnas_cli.main import app
 from typer.testing import CliRunner
 
 from dnas import study as records
-from dnas.config import make_config
+from dnas.config import SearchConfig, make_config
 from dnas.errors import (
     STALE_WRITE_S,
     DnasError,
@@ -311,6 +311,16 @@ def test_space_csv_never_replaces_a_file_dnas_did_not_write(tmp_path, monkeypatc
     assert (tmp_path / "README.md").read_text() == "mine"
     for _ in range(2):  # its own file it rewrites
         assert run_cli(tmp_path, monkeypatch, *args, "--csv", "rows.csv").exit_code == 0
+    (tmp_path / "empty.csv").write_text("")  # nothing to lose, say a killed run's
+    for target in ("empty.csv", os.devnull):  # a device is written in place, not renamed over
+        assert run_cli(tmp_path, monkeypatch, *args, "--csv", target).exit_code == 0
+    assert Path(os.devnull).is_char_device()
+
+
+def test_the_python_api_is_held_to_the_limits_too():
+    for kwargs in ({"lr": float("nan")}, {"lr": 1e300}, {"epochs": 10_001}):
+        with pytest.raises(DnasError, match="expected"):
+            SearchConfig(**kwargs)
 
 
 @pytest.mark.parametrize(

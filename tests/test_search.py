@@ -311,10 +311,13 @@ def test_only_trials_of_dead_workers_of_this_machine_are_failed(tmp_path):
     study.ask()  # a trial that has not started training names no worker
     assert records.fail_dead_trials(study) == 1
     states = [t.state for t in study.trials]
-    running, fail, waiting = (
-        getattr(optuna.trial.TrialState, s) for s in ("RUNNING", "FAIL", "WAITING")
-    )
-    assert states == [fail, running, running, running, waiting]  # the last: trial 0 queued again
+    S = optuna.trial.TrialState
+    assert states == [S.FAIL, S.RUNNING, S.RUNNING, S.RUNNING, S.WAITING]  # trial 0 queued again
+    retry = study.ask()  # a live worker takes it; it still bears its dead original's worker
+    assert retry.number == 4 and retry.user_attrs["worker"] == workers[0]
+    assert records.fail_dead_trials(study) == 0  # another worker starting meanwhile spares it
+    assert study.trials[4].state == S.RUNNING
+    assert records.fail_dead_trials(optuna.create_study()) == 0  # storage without heartbeats
 
 
 @pytest.mark.slow

@@ -303,6 +303,16 @@ def test_a_run_stopped_before_its_first_epoch_is_started_again(tmp_path: Path) -
     assert json.loads((run / "config.json").read_text())["spec"]  # the new run's
 
 
+def test_hidden_files_do_not_make_a_folder_foreign(tmp_path: Path) -> None:
+    from dnas.checkpoint import RunDir
+
+    for name in (".DS_Store", ".nfs0001", ".checkpoint.pt.42.tmp", "config.json", "reuse.html"):
+        (tmp_path / name).write_text("x")
+    assert RunDir(tmp_path).others() == []
+    (tmp_path / "notes.txt").write_text("x")
+    assert RunDir(tmp_path).others() == ["notes.txt"]
+
+
 def test_a_folder_of_other_files_is_not_a_run_folder(tmp_path: Path) -> None:
     (tmp_path / "HEAD").write_text("ref: refs/heads/main")  # say, --out .git
     before = _snapshot(tmp_path)
