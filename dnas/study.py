@@ -87,7 +87,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     with warnings.catch_warnings():  # heartbeats are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url,
             heartbeat_interval=10,
             grace_period=30,
@@ -96,6 +96,28 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             ),
             **kwargs,
         )
+    if url.startswith("sqlite"):
+        _immediate_transactions(storage.engine)
+    return storage
+
+
+def _immediate_transactions(engine) -> None:  # noqa: ANN001 - a sqlalchemy Engine
+    """Make every SQLite transaction take the write lock when it begins. pysqlite reads outside
+    any transaction and SQLite ignores Optuna's SELECT ... FOR UPDATE, so two workers asking at
+    once could both see trial 0 waiting and both run it (seen on a loaded 2-core machine: one
+    then failed with "Cannot tell a COMPLETE trial"). SQLAlchemy's recipe for pysqlite, with
+    BEGIN IMMEDIATE: a read-then-write is atomic, and the others wait (the 120 s timeout)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:  # noqa: ANN001
+        dbapi_connection.isolation_level = None  # pysqlite issues no BEGIN of its own
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:  # noqa: ANN001
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the hooks go
 
 
 def load_study(name: str, storage: str | None = None) -> optuna.Study:
