@@ -136,7 +136,7 @@ def open_study(config: SearchConfig) -> optuna.Study:
             if any(text in str(e).lower() for text in _SCHEMA_RACE):
                 time.sleep(0.5 + random.random() * attempt)
                 continue
-            why = _storage_failure(e) or str(e)  # the database's reason, not Optuna's guess
+            why = records.storage_failure(e) or str(e)  # the database's reason, not Optuna's guess
             raise DnasError(f"cannot open storage {config.storage_url!r}: {why}".splitlines()[0])
     else:
         raise DnasError(f"cannot open storage {config.storage_url!r}: schema creation collided")
@@ -166,24 +166,6 @@ def trained_count(
         t.number != exclude and records.counts_towards_trials(t, settings)
         for t in study.get_trials(deepcopy=False)
     )
-
-
-def _storage_failure(error: BaseException | None) -> str | None:
-    """The database's own reason (a full disk, a read-only file) behind whatever Optuna raised
-    while handling a failed write (once, an ``AssertionError: Should not reach``); None when the
-    storage is not to blame."""
-    import sqlalchemy.exc
-
-    seen: set[int] = set()
-    found = None
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, sqlalchemy.exc.DBAPIError):
-            return str(error.orig if error.orig is not None else error).splitlines()[0]
-        if isinstance(error, optuna.exceptions.StorageInternalError):
-            found = found or str(error).splitlines()[0]
-        error = error.__cause__ or error.__context__
-    return found
 
 
 def _failure_kind(reason: str) -> str:
@@ -260,7 +242,7 @@ def run_worker(
             study.optimize(runner, timeout=config.timeout_s, callbacks=[callback],
                            catch=(Exception,), gc_after_trial=True)  # fmt: skip
         except BaseException as e:
-            if (why := _storage_failure(e)) is not None:
+            if (why := records.storage_failure(e)) is not None:
                 raise DnasError(
                     f"the study's storage {config.storage_url} refused to save a trial ({why});"
                     " the completed trials are kept: free space or make it writable, then rerun"

@@ -120,6 +120,25 @@ def _immediate_transactions(engine) -> None:  # noqa: ANN001 - a sqlalchemy Engi
     engine.dispose()  # connections made before the hooks go
 
 
+def storage_failure(error: BaseException | None) -> str | None:
+    """The database's own reason (a full disk, a read-only file) behind whatever Optuna raised
+    while handling a failed write (once, an ``AssertionError: Should not reach``); None when the
+    storage is not to blame."""
+    import sqlalchemy.exc
+    from optuna.exceptions import StorageInternalError
+
+    seen: set[int] = set()
+    found = None
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, sqlalchemy.exc.DBAPIError):
+            return str(error.orig if error.orig is not None else error).splitlines()[0]
+        if isinstance(error, StorageInternalError):
+            found = found or str(error).splitlines()[0]
+        error = error.__cause__ or error.__context__
+    return found
+
+
 def load_study(name: str, storage: str | None = None) -> optuna.Study:
     """Open an existing study (default storage: ``sqlite:///studies/NAME.db``), or a DnasError."""
     import optuna

@@ -26,7 +26,7 @@ from dnas.errors import (
     partial_writes,
     write_atomic,
 )
-from dnas.search import SearchFailed, _storage_failure, prepare, run_worker, search
+from dnas.search import SearchFailed, prepare, run_worker, search
 from dnas.summary import MAX_DUPLICATES, prune_checkpoints
 
 SMALL = ["-b", "20k-params", "-b", "3M-flops", "--dataset", "fashion-mnist", "--epochs", "1",
@@ -524,8 +524,9 @@ def test_a_storage_failure_is_found_behind_the_errors_optuna_raised_meanwhile():
         except optuna.exceptions.StorageInternalError:
             raise AssertionError("Should not reach.")  # what Optuna's _run_trial raised then
     except AssertionError as e:
-        assert _storage_failure(e) == "database or disk is full"
-    assert _storage_failure(ValueError("x")) is None and _storage_failure(None) is None
+        assert records.storage_failure(e) == "database or disk is full"
+    failure = records.storage_failure
+    assert failure(ValueError("x")) is None and failure(None) is None
 
 
 def test_interruption_is_found_behind_the_error_it_caused():
