@@ -33,6 +33,9 @@ VAL_SIZE = {"cifar10": 5000, "cifar100": 5000, "svhn": 5000, "fashion-mnist": 50
 IMAGEFOLDER_VAL_FRACTION = 0.1
 # Standard augmentation (4-pixel pad + random crop + flip) only where the papers use it ("C10+").
 AUGMENTED = {"cifar10", "cifar100"}
+# An image folder is read whole into memory: a folder with more files and folders in it than this
+# is not one dnas can train on, and its scan stops there (rather than walk, say, a whole disk).
+MAX_FOLDER_ENTRIES = 1_000_000
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -178,6 +181,62 @@ def _torchvision(name: str, root: Path) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
+def _image_classes(d: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """The classes and ``(file, class index)`` samples of a folder with one subfolder per class,
+    as torchvision's ``ImageFolder`` lists them (classes sorted; each class's folders walked in
+    sorted order, links followed; files with an image extension), but each real folder walked
+    once, so that a link to a folder above ends, and at most ``MAX_FOLDER_ENTRIES`` looked at."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    try:
+        classes = sorted(e.name for e in os.scandir(d) if e.is_dir())
+    except OSError as e:
+        raise DnasError(f"imagefolder:{d}: cannot be read ({e.strerror})") from None
+    if not classes:
+        raise DnasError(
+            f"imagefolder:{d}: no subfolders; give a folder with one subfolder per class"
+        )
+
+    def identity(folder: str | Path) -> tuple[int, int] | None:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    # The dataset's folder and its class folders are walked only as themselves, never through a
+    # link from inside a class (which would give one class another's images).
+    seen = {identity(f) for f in (d, *(d / c for c in classes))}
+    entries, samples = 0, []
+    for label, cls in enumerate(classes):
+        found, top = [], str(d / cls)
+        for root, dirs, files in os.walk(top, followlinks=True):
+            if root != top:
+                key = identity(root)
+                if key is None or key in seen:  # gone, or reached again through a link
+                    dirs[:] = []
+                    continue
+                seen.add(key)
+            dirs.sort()
+            entries += len(dirs) + len(files)
+            if entries > MAX_FOLDER_ENTRIES:
+                raise DnasError(
+                    f"imagefolder:{d}: more than {MAX_FOLDER_ENTRIES:,} files and folders in it;"
+                    " dnas reads a dataset whole into memory, so give a folder of at most that"
+                    " many, one subfolder per class"
+                )
+            found.append((root, sorted(f for f in files if f.lower().endswith(IMG_EXTENSIONS))))
+        found.sort()
+        images = [(os.path.join(root, f), label) for root, names in found for f in names]
+        if not images:
+            raise DnasError(
+                f"imagefolder:{d}: class folder {cls!r} holds no images"
+                f" ({', '.join(IMG_EXTENSIONS)}); remove it or add its images"
+            )
+        samples += images
+    return classes, samples
+
+
 def _imagefolder(path: Path) -> tuple[DatasetInfo, tuple[torch.Tensor, ...]]:
     """``PATH/train/CLASS/*.png`` (+ optional ``PATH/test/CLASS/...``), or ``PATH/CLASS/*``.
 
@@ -185,7 +244,6 @@ def _imagefolder(path: Path) -> tuple[DatasetInfo, tuple[torch.Tensor, ...]]:
     """
     import numpy as np
     from PIL import Image
-    from torchvision.datasets import ImageFolder
 
     if not path.is_dir():
         raise DnasError(
@@ -196,14 +254,11 @@ def _imagefolder(path: Path) -> tuple[DatasetInfo, tuple[torch.Tensor, ...]]:
 
     def read(d: Path, classes: list[str] | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         nonlocal size
-        try:
-            ds = ImageFolder(str(d))
-        except (FileNotFoundError, RuntimeError) as e:
-            raise DnasError(f"imagefolder:{d}: {e}") from None
-        if classes is not None and ds.classes != classes:
-            raise DnasError(f"imagefolder: {d} has classes {ds.classes}, but train has {classes}")
+        found, samples = _image_classes(d)
+        if classes is not None and found != classes:
+            raise DnasError(f"imagefolder: {d} has classes {found}, but train has {classes}")
         images = []
-        for file, _ in ds.samples:
+        for file, _ in samples:
             try:
                 img = Image.open(file).convert("RGB")
             except (OSError, Image.DecompressionBombError) as e:  # not an image, cut short, huge
@@ -213,7 +268,7 @@ def _imagefolder(path: Path) -> tuple[DatasetInfo, tuple[torch.Tensor, ...]]:
             size = size or img.size
             images.append(np.asarray(img.resize(size) if img.size != size else img))
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-        return x, torch.tensor(ds.targets, dtype=torch.long), ds.classes
+        return x, torch.tensor([label for _, label in samples], dtype=torch.long), found
 
     train_x, train_y, classes = read(train_dir, None)
     if (path / "test").is_dir():

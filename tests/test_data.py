@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import dnas.data as data_module
 from dnas.data import (
     DEBIAN_FASHION_MNIST,
     IDX_FILES,
+    _image_classes,
     _read_idx,
     batches,
     crop_flip,
@@ -155,6 +157,49 @@ def test_imagefolder(tmp_path: Path) -> None:
     (tmp_path / "train" / "cat" / "6.png").write_text("garbage")  # named as an image, is not one
     with pytest.raises(DnasError, match=r"6.png: not an image that can be read \(cannot identify"):
         load_data(f"imagefolder:{tmp_path}")
+
+
+def _save_images(folder: Path, names: list[str]) -> None:
+    from PIL import Image
+
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4), (len(name), 0, 0)).save(folder / name)
+
+
+def test_image_folder_lists_what_torchvision_lists(tmp_path: Path) -> None:
+    from torchvision.datasets import ImageFolder
+
+    _save_images(tmp_path, ["b/z.png", "b/a.PNG", "b/deep/er/x.jpg", "b/deep/y.png", "a/1.png"])
+    (tmp_path / "b" / "notes.txt").write_text("not an image")
+    tv = ImageFolder(str(tmp_path))
+    assert _image_classes(tmp_path) == (tv.classes, tv.samples)
+
+
+def test_image_folder_scan_ends_on_links_to_folders_above(tmp_path: Path) -> None:
+    _save_images(tmp_path, ["cat/0.png", "dog/0.png"])
+    (tmp_path / "cat" / "up").symlink_to(tmp_path)  # a cycle: cat/up/cat/up/...
+    (tmp_path / "dog" / "self").symlink_to(tmp_path / "dog")
+    classes, samples = _image_classes(tmp_path)
+    assert classes == ["cat", "dog"]
+    # Each real folder once, and no class's images through a link from another class.
+    assert [(Path(f).relative_to(tmp_path).as_posix(), y) for f, y in samples] == [
+        ("cat/0.png", 0),
+        ("dog/0.png", 1),
+    ]
+
+
+def test_image_folder_refuses_huge_and_empty_folders(tmp_path: Path, monkeypatch) -> None:
+    _save_images(tmp_path, ["cat/0.png", "cat/1.png", "dog/0.png"])
+    monkeypatch.setattr(data_module, "MAX_FOLDER_ENTRIES", 2)
+    with pytest.raises(DnasError, match="more than 2 files and folders in it; dnas reads"):
+        load_data(f"imagefolder:{tmp_path}")
+    monkeypatch.undo()
+    (tmp_path / "emu").mkdir()
+    with pytest.raises(DnasError, match="class folder 'emu' holds no images"):
+        load_data(f"imagefolder:{tmp_path}")
+    with pytest.raises(DnasError, match="no subfolders"):
+        load_data(f"imagefolder:{tmp_path / 'emu'}")
 
 
 def _windows(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
