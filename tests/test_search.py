@@ -16,9 +16,11 @@ import pytest
 from dnas_cli.main import app
 from typer.testing import CliRunner
 
+import dnas.search
 from dnas import study as records
 from dnas.config import SearchConfig, make_config
 from dnas.device import device_name
+from dnas.errors import DnasError
 from dnas.search import SearchFailed, open_study, search, trained_count
 
 TINY = dict(
@@ -215,6 +217,27 @@ def test_two_local_workers_share_sqlite(tmp_path):
     states = [t.state for t in study.trials if records.started(t)]
     assert summary.failed == 0 and all(s == optuna.trial.TrialState.COMPLETE for s in states)
     assert 4 <= len(states) <= 5  # each worker stops once 4 are trained; a race can add one
+
+
+def test_a_worker_that_fails_by_itself_fails_the_search(tmp_path, monkeypatch, capfd):
+    # Forked rather than spawned workers, so that they see this test's run_worker: worker 0
+    # finds nothing to do, worker 1 meets an error of its own (as a full disk under the storage).
+    import multiprocessing as mp
+
+    real = mp.get_context
+    monkeypatch.setattr(mp, "get_context", lambda method=None: real("fork"))
+
+    config = tiny(tmp_path, trials=4, workers=2, space="wrn")
+
+    def run_worker(worker_config, *args, **kwargs):
+        if worker_config.seed == config.seed:  # worker 0 (worker i has seed + 1000 i)
+            return None
+        raise DnasError("the disk holding the study is full")
+
+    monkeypatch.setattr(dnas.search, "run_worker", run_worker)
+    with pytest.raises(SearchFailed, match=r"stopped: worker 1 \(exit 2\) failed; its error is"):
+        search(config)
+    assert "Error: worker 1: the disk holding the study is full" in capfd.readouterr().err
 
 
 # Runs the CLI with the second candidate's training blocked (after writing a marker file), so that
