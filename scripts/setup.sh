@@ -31,6 +31,14 @@ fi
 # --no-cache-dir: the CUDA build of torch is gigabytes; a cached copy beside the installed one once
 # filled a CI machine's disk (ENOSPC during set-up).
 pip() { "$VENV/bin/python" -m pip -q --disable-pip-version-check --no-cache-dir "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+# The CUDA build of torch and torchvision takes about 5.6 GB in the venv (measured on x86-64): say
+# so up front where the disk has less than 6 GiB free, rather than only pip's ENOSPC midway.
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  free_kib=$(df -Pk "$VENV" | awk 'NR == 2 {print $4}')
+  if [ "${free_kib:-0}" -lt $((6 * 1024 * 1024)) ]; then
+    echo "setup: only $((free_kib / 1024)) MiB free for $VENV; torch needs about 6 GiB: free some space or set VENV to a folder on a larger disk" >&2
+  fi
+fi
 # torch first, pinned to the releases this project is tested with (a CUDA build that also runs on CPU).
 "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null || pip install "torch==2.14.1" "torchvision==0.29.1"
 pip install -e ".[test]"
