@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from dnas.profile import TIMED_S
+
 STATISTICS = ("min_ms", "q1_ms", "median_ms")
 
 
@@ -95,6 +97,7 @@ def main() -> None:
         "extra": args.extra,
         "seconds_per_run": seconds,
         "statistic": runs[0]["statistic"],
+        "timed_s": TIMED_S,  # dnas.profile's timed seconds per measurement, as this run had them
         "cpu_busy_elsewhere": [r["cpu_busy_elsewhere"] for r in runs],
         "machine_drift": [r["machine_drift"] for r in runs],
         "reference_ms": [r["reference_ms"] for r in runs],

@@ -47,9 +47,12 @@ PATIENCE = 4
 # (results/profile_stability_fastest.json); with the median and the runs below, any three
 # consecutive invocations agreed within 9.6% (results/profile_stability.json). On a later AMD
 # EPYC whose speed moves by itself (``Reference`` below), the worst three in a row of six series
-# of 5-15 runs were 13.5%, 10.4%, 8.8%, 9.3%, 13.2% and 13.9%
+# of 5-15 runs were 13.5%, 10.4%, 8.8%, 9.3%, 13.2%, 13.9% and 11.7%
 # (results/profile_stability_avx512.json holds the last). Over 10-second windows of one process,
-# the fastest forward pass moved 25%, the median of ~35 runs 12%.
+# the fastest forward pass moved 25%, the median of ~35 runs 12%. Twice the timed seconds below
+# made it no better (15.6%, results/profile_stability_avx512_long.json): there the forward pass
+# slid from 126 to 113 ms over 13 runs (9 minutes) and jumped back to 131, a drift slower than
+# any run of the command can average over.
 STATISTIC = "median: the middle of the timed runs (the fastest and slowest printed beside it)"
 PRECISION = 0.02  # runs go on until the median's standard error is within this share of it
 # A fixed matrix product on the same device and threads, timed in every turn beside the measured
