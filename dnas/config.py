@@ -94,18 +94,25 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     final_epochs: Epochs = 30
 
     def __post_init__(self) -> None:
+        # msgspec checks types and limits when converting (the CLI, a study file), not when the
+        # Python API constructs a config: each field is held to its annotation here too, and
+        # takes its type ('wrn' becomes Space.wrn, a list of budgets a tuple).
+        for f in msgspec.structs.fields(self):
+            value = getattr(self, f.name)
+            try:
+                converted = msgspec.convert(value, f.type, strict=True)
+            except msgspec.ValidationError as e:
+                where = str(e).replace(" - at `$", f" - at `$.{f.name}", 1)
+                where += "" if where != str(e) else f" - at `$.{f.name}`"
+                raise DnasError(_explain(where, {f.name: value}, options=False)) from None
+            if type(converted) is not type(value):
+                msgspec.structs.force_setattr(self, f.name, converted)
         if not self.budgets:
             raise DnasError("give at least one budget, e.g. --budget 1M-params")
         parse_budgets(self.budgets)  # a one-line BudgetError for a malformed one
         if self.trials is None and self.timeout_s is None:
             raise DnasError("give --trials N or --timeout (e.g. 2h), or both")
         check_study_name(self.study_name)
-        # msgspec checks the Meta limits when converting (the CLI, a study file), not when the
-        # Python API constructs a config: the limits that trials would otherwise fail on.
-        if self.lr is not None and not 0 < self.lr <= FLOAT32_MAX:
-            raise DnasError(f"--lr {self.lr}: expected a finite float > 0 and <= {FLOAT32_MAX}")
-        if not 1 <= self.epochs <= MAX_EPOCHS:
-            raise DnasError(f"--epochs {self.epochs}: expected 1 to {MAX_EPOCHS}")
         if self.min_epochs is not None and self.min_epochs > self.epochs:
             raise DnasError(
                 f"--min-epochs {self.min_epochs} is more than --epochs {self.epochs}: the first"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from dnas_cli.main import app
 from typer.testing import CliRunner
 
 from dnas import study as records
-from dnas.config import SearchConfig, make_config
+from dnas.config import SearchConfig, Space, make_config
 from dnas.errors import (
     STALE_WRITE_S,
     DnasError,
@@ -318,9 +319,27 @@ def test_space_csv_never_replaces_a_file_dnas_did_not_write(tmp_path, monkeypatc
 
 
 def test_the_python_api_is_held_to_the_limits_too():
-    for kwargs in ({"lr": float("nan")}, {"lr": 1e300}, {"epochs": 10_001}):
-        with pytest.raises(DnasError, match="expected"):
+    cases = [
+        ({"lr": float("nan")}, "lr = nan: expected float > 0.0"),
+        ({"lr": 1e300}, "lr = 1e+300: expected float <= 3.4028234663852886e+38"),
+        ({"epochs": 10_001}, "epochs = 10001: expected int <= 10000"),
+        ({"trials": 10**7}, "trials = 10000000: expected int <= 1000000"),
+        ({"workers": 0}, "workers = 0: expected int >= 1"),
+        ({"seed": -1}, "seed = -1: expected int >= 0"),
+        ({"epochs": "3"}, "epochs = '3': expected int"),
+        ({"budgets": ("1M-params", 1)}, "budget[1] = ('1M-params', 1): expected str"),
+        (
+            {"space": "all-of-them"},
+            "space = 'all-of-them': expected one of all, densenet, densenet-bc, wrn",
+        ),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(DnasError, match=re.escape(message)):
             SearchConfig(**kwargs)
+    # The Python API may spell a choice or a list as a user would; the config holds their types.
+    config = SearchConfig(space="wrn", budgets=["1M-params"], timeout_s=60)
+    assert config.space is Space.wrn and config.budgets == ("1M-params",)
+    assert config.timeout_s == 60.0 and isinstance(config.timeout_s, float)
 
 
 @pytest.mark.parametrize(
