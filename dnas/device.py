@@ -6,11 +6,13 @@ and must stay fast to start.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import functools
 import os
 import platform
+from collections.abc import Iterator
 
 from dnas.errors import DnasError
 
@@ -103,3 +105,28 @@ def keep_freed_memory() -> bool:
         )
     except (OSError, AttributeError):
         return False
+
+
+def worker_gpu(index: int, count: int) -> str:
+    """The GPU of local worker ``index`` when ``count`` GPUs are visible: one each, in turn, named
+    as this process's ``CUDA_VISIBLE_DEVICES`` names them (indices or UUIDs), so that a worker
+    never sees a GPU its parent was not given."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",")][:count] if visible else []
+    return ids[index % len(ids)] if len(ids) == count else str(index % count)
+
+
+@contextlib.contextmanager
+def visible_gpu(gpu: str | None) -> Iterator[None]:
+    """Within the block, ``CUDA_VISIBLE_DEVICES`` is ``gpu`` (None: as it was), for a worker
+    process started there; the variable is as before after it."""
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved

@@ -26,7 +26,7 @@ from dnas import study as records
 from dnas.budget import needs_memory, parse_budgets, require_fits
 from dnas.config import DATA_SEED, Objective, Sampler, SearchConfig
 from dnas.datasets import DatasetInfo
-from dnas.device import Device
+from dnas.device import Device, visible_gpu, worker_gpu
 from dnas.errors import (
     DnasError,
     Terminated,
@@ -302,10 +302,9 @@ def _run_processes(
     reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     try:
         for i in range(config.workers):
-            if ngpu > 1:
-                os.environ["CUDA_VISIBLE_DEVICES"] = str(i % ngpu)
             p = ctx.Process(target=_worker_entry, args=(config, i, threads, os.getpid()))
-            p.start()
+            with visible_gpu(worker_gpu(i, ngpu) if ngpu > 1 else None):
+                p.start()  # the worker's environment is this process's, now
             procs.append(p)
         while any(p.is_alive() for p in procs):
             procs[0].join(timeout=5)

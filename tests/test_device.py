@@ -8,7 +8,14 @@ from dnas_cli.main import app
 from typer.testing import CliRunner
 
 from dnas import device
-from dnas.device import available_memory, device_name, keep_freed_memory, resolve_device
+from dnas.device import (
+    available_memory,
+    device_name,
+    keep_freed_memory,
+    resolve_device,
+    visible_gpu,
+    worker_gpu,
+)
 from dnas.errors import DnasError
 
 
@@ -112,3 +119,27 @@ def test_freed_cpu_memory_is_kept_for_the_next_step(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     monkeypatch.setattr(device.platform, "libc_ver", lambda: ("", ""))  # musl, macOS
     assert apply() is False and len(libc.calls) == 2
+
+
+def test_worker_gpu_takes_turns_among_the_visible_gpus(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert [worker_gpu(i, 2) for i in range(3)] == ["0", "1", "0"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 3")  # a machine's GPUs 2 and 3 only
+    assert [worker_gpu(i, 2) for i in range(3)] == ["2", "3", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-x,MIG-y,MIG-z")
+    assert [worker_gpu(i, 3) for i in range(4)] == ["MIG-x", "MIG-y", "MIG-z", "MIG-x"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7,bad,5")  # CUDA stops at the first bad entry
+    assert [worker_gpu(i, 2) for i in range(2)] == ["4", "7"]
+
+
+def test_visible_gpu_is_scoped(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with visible_gpu("1"):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with visible_gpu(None):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+    with pytest.raises(RuntimeError), visible_gpu("1"):
+        raise RuntimeError
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"

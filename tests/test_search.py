@@ -240,6 +240,29 @@ def test_a_worker_that_fails_by_itself_fails_the_search(tmp_path, monkeypatch, c
     assert "Error: worker 1: the disk holding the study is full" in capfd.readouterr().err
 
 
+def test_each_local_worker_sees_one_of_the_gpus_its_parent_was_given(tmp_path, monkeypatch):
+    # Two GPUs (CUDA patched), named by UUID as a shared server's scheduler may give them;
+    # forked workers, so that they see this test's run_worker, which notes what each was given.
+    import multiprocessing as mp
+
+    import torch
+
+    real = mp.get_context
+    monkeypatch.setattr(mp, "get_context", lambda method=None: real("fork"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-a1,GPU-b2")
+
+    def run_worker(config, *args, **kwargs):
+        (tmp_path / str(config.seed)).write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+
+    monkeypatch.setattr(dnas.search, "run_worker", run_worker)
+    config = SearchConfig(workers=3, device="cuda", trials=1, studies_dir=str(tmp_path / "s"))
+    assert dnas.search._run_processes(config, optuna.create_study(), lambda e: None) is None
+    seen = {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()}
+    assert seen == {"0": "GPU-a1", "1000": "GPU-b2", "2000": "GPU-a1"}
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "GPU-a1,GPU-b2"  # the parent's own is kept
+
+
 # Runs the CLI with the second candidate's training blocked (after writing a marker file), so that
 # the test kills the process at a known moment: one trial complete, one training.
 BLOCK_SECOND = """
