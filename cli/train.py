@@ -93,7 +93,8 @@ def train(
         typer.Option(min=0, help="Validation images carved from train [default: 5000]."),
     ] = None,
     amp: Annotated[
-        Optional[bool], typer.Option(help="bf16 autocast [default: on for cuda, off for cpu].")
+        Optional[bool],
+        typer.Option(help="bf16 autocast [default: on a GPU with native bf16 (A100, H100, ...)]."),
     ] = None,
     channels_last: Annotated[
         bool,

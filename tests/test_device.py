@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from dnas import device
 from dnas.device import (
     available_memory,
+    bf16_by_default,
     device_name,
     keep_freed_memory,
     resolve_device,
@@ -143,3 +144,13 @@ def test_visible_gpu_is_scoped(monkeypatch):
     with pytest.raises(RuntimeError), visible_gpu("1"):
         raise RuntimeError
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+
+
+def test_bf16_is_the_default_only_where_the_gpu_computes_it_natively(monkeypatch):
+    def supported(native: bool):  # emulation is always possible; natively only from Ampere
+        return lambda including_emulation=True: including_emulation or native
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported(native=True))  # an A100
+    assert bf16_by_default("cuda") and bf16_by_default("cuda:1") and not bf16_by_default("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported(native=False))  # a T4
+    assert not bf16_by_default("cuda")
