@@ -27,7 +27,7 @@ def profile(
         Optional[int],
         typer.Option(
             min=1,
-            help="Batch for speed and memory [default: 64 (the paper's) on cuda, 16 on cpu].",
+            help="Batch for speed and memory \\[default: 64 (the paper's) on cuda, 16 on cpu].",
         ),
     ] = None,
     device: Annotated[
@@ -46,7 +46,7 @@ def profile(
         typer.Option(
             min=1,
             help="Timed runs per measurement (at most 200), after warm-up; the median is reported"
-            " [default: at least 5 and a few seconds' worth, on until the median is pinned"
+            " \\[default: at least 5 and a few seconds' worth, on until the median is pinned"
             " within 2%].",
         ),
     ] = None,

@@ -14,12 +14,12 @@ def report(
     study: Annotated[str, typer.Argument(help="The study's name, as `dnas search` printed it.")],
     storage: Annotated[
         Optional[str],
-        typer.Option(help="Optuna storage URL [default: sqlite:///studies/STUDY.db]."),
+        typer.Option(help="Optuna storage URL \\[default: sqlite:///studies/STUDY.db]."),
     ] = None,
     out_dir: Annotated[
         Optional[Path],
         typer.Option(
-            "--out", help="Directory for index.html [default: reports/STUDY/].", parser=a_path
+            "--out", help="Directory for index.html \\[default: reports/STUDY/].", parser=a_path
         ),
     ] = None,
     reuse_top: Annotated[

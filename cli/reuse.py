@@ -16,14 +16,16 @@ def reuse(
     ],
     out_file: Annotated[
         Optional[Path],
-        typer.Option("--out", help="HTML file to write [default: RUN/reuse.html].", parser=a_path),
+        typer.Option(
+            "--out", help="HTML file to write \\[default: RUN/reuse.html].", parser=a_path
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the matrices as JSON on stdout.")
     ] = False,
     dataset: Annotated[
         Optional[str],
-        typer.Option(help="WRN: dataset of the validation batch [default: the run's]."),
+        typer.Option(help="WRN: dataset of the validation batch \\[default: the run's]."),
     ] = None,
     data_dir: Annotated[
         Optional[str], typer.Option(help="WRN: dataset cache directory.", parser=a_folder)

@@ -91,7 +91,7 @@ def space(
     data_dir: Annotated[
         Optional[Path],
         typer.Option(
-            help="Where --proxy finds the dataset's images [default: dnas's cache].",
+            help="Where --proxy finds the dataset's images \\[default: dnas's cache].",
             parser=a_path,
         ),
     ] = None,

@@ -50,7 +50,7 @@ def train(
     ] = None,
     dropout: Annotated[
         Optional[float],
-        typer.Option(help="Override dropout [default: the name's, else the recipe's]."),
+        typer.Option(help="Override dropout \\[default: the name's, else the recipe's]."),
     ] = None,
     device: Annotated[
         Device,
@@ -66,7 +66,7 @@ def train(
         Optional[Path],
         typer.Option(
             "--out",
-            help="Run directory [default: studies/runs/NAME-DATASET-sSEED-TIME].",
+            help="Run directory \\[default: studies/runs/NAME-DATASET-sSEED-TIME].",
             parser=a_path,
         ),
     ] = None,
@@ -82,7 +82,7 @@ def train(
     data_dir: Annotated[
         Optional[Path],
         typer.Option(
-            help="Dataset cache [default: $DNAS_DATA or ~/.cache/dnas/data].", parser=a_path
+            help="Dataset cache \\[default: $DNAS_DATA or ~/.cache/dnas/data].", parser=a_path
         ),
     ] = None,
     train_subset: Annotated[
@@ -90,11 +90,11 @@ def train(
     ] = None,
     val_size: Annotated[
         Optional[int],
-        typer.Option(min=0, help="Validation images carved from train [default: 5000]."),
+        typer.Option(min=0, help="Validation images carved from train \\[default: 5000]."),
     ] = None,
     amp: Annotated[
         Optional[bool],
-        typer.Option(help="bf16 autocast [default: on a GPU with native bf16 (A100, H100, ...)]."),
+        typer.Option(help="bf16 autocast \\[default: on a GPU with native bf16: A100, H100...]."),
     ] = None,
     channels_last: Annotated[
         bool,

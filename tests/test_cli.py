@@ -208,3 +208,21 @@ def test_cuda_requested_without_gpu():
         pytest.skip("a GPU is visible")
     result = run("profile", "wrn-10-1", "--device", "cuda")
     assert result.exit_code == 2 and "--device cpu" in result.output
+
+
+def test_help_shows_every_default_that_an_option_describes():
+    # Typer's help is Rich markup: an unescaped "[default: ...]" is taken for a style and vanishes.
+    import typer
+
+    command = typer.main.get_command(app)
+    checked = 0
+    for name, sub in command.commands.items():
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "1000"})
+        shown = " ".join(result.output.replace("│", " ").split())
+        for param in sub.params:
+            text = (getattr(param, "help", None) or "").replace("\\[", "[")
+            if "[default:" in text:
+                default = text[text.index("[default:") :].split("]")[0] + "]"
+                assert " ".join(default.split()) in shown, (name, param.name)
+                checked += 1
+    assert checked >= 20
