@@ -72,6 +72,12 @@ def _parse(name: str, num_classes: int, in_channels: int) -> Spec:
         depth, k, btype, drop = m.groups()
         block: tuple[int, ...] = (3, 3)
         if btype and btype.startswith("l"):
+            deepening = [len(b) for b in WRN_BLOCK_TYPES.values() if set(b) == {3}]
+            if int(btype[1:]) not in deepening:  # checked before the block is built
+                raise SpecError(
+                    f"WRN deepening factor {btype} is not one of the paper's:"
+                    f" {', '.join(f'l{n}' for n in sorted(deepening))}"
+                )
             block = (3,) * int(btype[1:])
         elif btype:
             if btype not in WRN_BLOCK_TYPES:

@@ -79,3 +79,11 @@ def test_a_flood_of_characters_is_named_not_echoed():
     message = str(e.value)
     assert message.startswith("a name of 100,000 characters ('aaaaaaaaaaaaaaaaaaaa'...)")
     assert len(message) < 200
+
+
+def test_a_huge_deepening_factor_is_refused_before_any_block_is_built():
+    # wrn-16-1-l99999999 once built a tuple of 10^8 kernel sizes (4 GB) before the spec's check.
+    for name in ("wrn-16-1-l0", "wrn-16-1-l5", "wrn-16-1-l99999999", "wrn-16-1-l" + "9" * 60):
+        with pytest.raises(ArchitectureNameError, match=r"not one of the paper.s: l1, l2, l3, l4"):
+            parse_name(name)
+    assert [parse_name(f"wrn-16-1-l{n}").block for n in (1, 4)] == [(3,), (3, 3, 3, 3)]
