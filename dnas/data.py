@@ -225,7 +225,14 @@ def _image_classes(d: Path) -> tuple[list[str], list[tuple[str, int]]]:
                     " dnas reads a dataset whole into memory, so give a folder of at most that"
                     " many, one subfolder per class"
                 )
-            found.append((root, sorted(f for f in files if f.lower().endswith(IMG_EXTENSIONS))))
+            images = sorted(f for f in files if f.lower().endswith(IMG_EXTENSIONS))
+            for f in images:  # reading a pipe or device named .png would wait for ever
+                if not os.path.isfile(file := os.path.join(root, f)):
+                    raise DnasError(
+                        f"imagefolder: {file}: not a plain file (a pipe, device or broken link);"
+                        " remove it"
+                    )
+            found.append((root, images))
         found.sort()
         images = [(os.path.join(root, f), label) for root, names in found for f in names]
         if not images:

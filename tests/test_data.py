@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -200,6 +201,10 @@ def test_image_folder_refuses_huge_and_empty_folders(tmp_path: Path, monkeypatch
         load_data(f"imagefolder:{tmp_path}")
     with pytest.raises(DnasError, match="no subfolders"):
         load_data(f"imagefolder:{tmp_path / 'emu'}")
+    (tmp_path / "emu").rmdir()
+    os.mkfifo(tmp_path / "dog" / "1.png")  # PIL would wait on it for ever
+    with pytest.raises(DnasError, match=r"dog/1.png: not a plain file \(a pipe, device"):
+        load_data(f"imagefolder:{tmp_path}")
 
 
 def _windows(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
