@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import sys
 from collections.abc import Iterator
@@ -26,6 +27,17 @@ def user_errors() -> Iterator[None]:
     except DnasError as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(getattr(e, "exit_code", 2)) from None
+    except OSError as e:  # a path the system refuses before any of ours could look at it
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        name = max(Path(str(e.filename or "")).parts or ("",), key=len)  # the one too long
+        shown = f"{name[:40]!r}..." if len(name) > 40 else repr(name)
+        typer.echo(
+            f"Error: a file or folder name too long for this system ({len(name):,} characters,"
+            f" {shown}): at most 255 bytes each; give a shorter one",
+            err=True,
+        )
+        raise typer.Exit(2) from None
     except Terminated:
         typer.echo("Terminated.", err=True)
         raise typer.Exit(143) from None

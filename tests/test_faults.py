@@ -585,3 +585,28 @@ def test_an_interruption_while_optuna_records_a_trial_leaves_nothing_running(
     assert done.state == optuna.trial.TrialState.FAIL
     assert records.read(done).note == "interrupted while training; queued again"
     assert done.params in queued(study)
+
+
+LONG = "d" * 300  # a folder or file name over the 255 bytes Linux allows
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("search", *SMALL, "--trials", "1", "--study", "s", "--studies-dir", LONG),
+        ("search", *SMALL, "--trials", "1", "--study", "s", "--reports-dir", LONG),
+        ("train", LONG),
+        ("train", "wrn-10-1", "--dataset", f"imagefolder:{LONG}"),
+        ("reuse", LONG),
+        ("space", "all", "--proxy", "snip", "--dataset", "fashion-mnist", "--data-dir", LONG),
+    ],
+)
+def test_a_name_too_long_for_the_system_is_one_line(tmp_path, monkeypatch, args):
+    result = run_cli(tmp_path, monkeypatch, *args)
+    assert result.exit_code == 2, result.output
+    assert re.fullmatch(
+        r"Error: a file or folder name too long for this system \(300 characters, 'd{40}'\.\.\.\):"
+        r" at most 255 bytes each; give a shorter one\n",
+        result.output,
+    )
+    assert files_under(tmp_path) == set()
