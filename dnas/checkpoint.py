@@ -105,9 +105,11 @@ def load_spec(name_or_path: str | Path, num_classes: int = 10, in_channels: int 
         d = d.get("spec", d) if isinstance(d, dict) else d
         if not isinstance(d, dict):
             raise DnasError(f"{path}: expected a JSON object with a spec")
-        if "name" in d and "family" not in d:
-            return load_spec(str(d["name"]), num_classes, in_channels)
+        from dnas.names import parse_name
+
         try:
+            if "name" in d and "family" not in d:  # an architecture's name, never another file
+                return parse_name(str(d["name"]), num_classes, in_channels)
             spec = spec_from_dict(d)
         except DnasError as e:
             raise DnasError(f"{path}: {e}") from None

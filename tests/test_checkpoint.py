@@ -103,6 +103,10 @@ def test_load_spec_from_name_and_json(tmp_path: Path) -> None:
     (tmp_path / "odd.json").write_text(json.dumps({"family": "wrn", "depth": 10, "k": 2}))
     with pytest.raises(DnasError, match=r"odd.json: not a valid wrn spec: unknown keys k"):
         load_spec(tmp_path / "odd.json")
+    # A name is an architecture's, never another file (a file naming itself recursed for ever).
+    (tmp_path / "self.json").write_text(json.dumps({"name": str(tmp_path / "self.json")}))
+    with pytest.raises(DnasError, match=r"self.json: .* is not a DenseNet or WRN name"):
+        load_spec(tmp_path / "self.json")
 
 
 # ---- files that are not dnas checkpoints ------------------------------------------------------
