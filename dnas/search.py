@@ -146,6 +146,7 @@ def open_study(config: SearchConfig) -> optuna.Study:
             f"study {config.study_name!r} was created with --objective {was}; use that,"
             " or another --study"
         )
+    _check_same_problem(study.user_attrs, config)
     with _experimental():
         study.set_metric_names(["val_acc", config.cost.value] if pareto_study else ["val_acc"])
     if "budgets" not in study.user_attrs:  # what the report needs to draw the study
@@ -154,6 +155,35 @@ def open_study(config: SearchConfig) -> optuna.Study:
                            ("cost", config.cost.value)):  # fmt: skip
             study.set_user_attr(key, value)
     return study
+
+
+def _check_same_problem(stored: dict, config: SearchConfig) -> None:
+    """A study is one problem: the budgets, dataset, space and cost metric it was created with.
+    Others would mix their results into it, or change the sampler's space under it (training
+    settings may change: ``--trials`` counts each one's trials)."""
+    given = {"budgets": list(config.budgets), "dataset": config.dataset,
+             "space": config.space.value, "cost": config.cost.value}  # fmt: skip
+    if config.objective is not Objective.pareto:
+        del given["cost"]  # an accuracy study has no cost objective
+    for key, value in given.items():
+        was = stored.get(key, value)
+        if was == value or (key == "budgets" and _same_budgets(was, value)):
+            continue
+        if key == "budgets" and isinstance(was, list):
+            option = " ".join(f"--budget {b}" for b in was)
+        else:
+            option = f"--{key} {was}"
+        raise DnasError(
+            f"study {config.study_name!r} was created with {option}; use that, or another --study"
+        )
+
+
+def _same_budgets(a: object, b: list[str]) -> bool:
+    """The same limits, however spelt (``1M-params``, ``1000k-params``)."""
+    try:
+        return set(parse_budgets(a)) == set(parse_budgets(b))  # type: ignore[arg-type]
+    except (DnasError, TypeError, AttributeError):  # a study written by hand or another version
+        return False
 
 
 def trained_count(

@@ -219,6 +219,27 @@ def test_two_local_workers_share_sqlite(tmp_path):
     assert 4 <= len(states) <= 5  # each worker stops once 4 are trained; a race can add one
 
 
+def test_a_study_is_reopened_only_for_the_problem_it_was_created_for(tmp_path):
+    # Another budget once failed every trial ("CategoricalDistribution does not support dynamic
+    # value space") or trained over-budget candidates into the study; another cost mixed params
+    # and FLOPs in one objective.
+    open_study(tiny(tmp_path, study="mix"))
+    same = [{"budgets": ("3M-flops", "20000-params")}, {"epochs": 5, "lr": 0.05}]
+    for kw in same:  # the same limits spelt otherwise; training settings may change
+        open_study(tiny(tmp_path, study="mix", **kw))
+    others = [
+        ({"budgets": ("5k-params",)}, "--budget 20k-params --budget 3M-flops"),
+        ({"budgets": ("20k-params", "4M-flops")}, "--budget 20k-params --budget 3M-flops"),
+        ({"dataset": "mnist"}, "--dataset fashion-mnist"),
+        ({"space": "wrn", "budgets": TINY["budgets"]}, "--space all"),
+        ({"cost": "flops"}, "--cost params"),
+    ]
+    for kw, option in others:
+        with pytest.raises(DnasError, match=f"study 'mix' was created with {option}; use that"):
+            open_study(tiny(tmp_path, study="mix", **kw))
+    assert [t.number for t in open_study(tiny(tmp_path, study="mix")).trials] == []
+
+
 def test_a_worker_that_fails_by_itself_fails_the_search(tmp_path, monkeypatch, capfd):
     # Forked rather than spawned workers, so that they see this test's run_worker: worker 0
     # finds nothing to do, worker 1 meets an error of its own (as a full disk under the storage).
