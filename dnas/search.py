@@ -402,9 +402,7 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -
     """Check everything that can be checked before any trial, and settle the device and the
     number of workers. Writes nothing."""
     from dnas.datasets import dataset_info
-    from dnas.device import available_memory, resolve_device
-    from dnas.names import parse_name
-    from dnas.space import search_space
+    from dnas.device import resolve_device
 
     device = Device(resolve_device(config.device.value))
     check_writable(config.studies_dir, "--studies-dir")
@@ -413,19 +411,8 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -
     if database is not None:
         check_writable(database.parent, _database_option(config))
     _check_study_folders(config, database)
-    if not config.dataset.startswith("imagefolder:"):
-        info = dataset_info(config.dataset)
-        batch = config.train_batch_size if needs_memory(parse_budgets(config.budgets)) else None
-        # raises if none fits
-        space = search_space(config.space.value, info.name, config.budgets, batch_size=batch,
-                             device=device.value)  # fmt: skip
-        # and if even the smallest candidate cannot train at this batch on this machine (on a
-        # GPU each trial checks for itself: asking here would hold a CUDA context all along)
-        if device is Device.cpu:
-            smallest = min(space.rows, key=lambda r: (r["params"], r["name"]))["name"]
-            require_fits(parse_name(smallest, info.num_classes, info.channels),
-                         available_memory("cpu"), "cpu", config.train_batch_size,
-                         (info.height, info.width))  # fmt: skip
+    if not config.dataset.startswith("imagefolder:"):  # an image folder's size is known once read
+        check_feasible(config, dataset_info(config.dataset), device)
     workers = config.workers
     capacity = worker_capacity(device.value)
     if workers > capacity:
@@ -433,6 +420,24 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -
         log(f"--workers {workers}: this machine has {capacity} {where}; using {capacity} workers")
         workers = capacity
     return msgspec.structs.replace(config, device=device, workers=workers)
+
+
+def check_feasible(config: SearchConfig, info: DatasetInfo, device: Device) -> None:
+    """Raise unless some candidate meets the budgets on this dataset and, on a CPU, the smallest
+    can train at the batch size in this machine's memory (on a GPU each trial checks for itself:
+    asking here would hold a CUDA context all along)."""
+    from dnas.device import available_memory
+    from dnas.names import parse_name
+    from dnas.space import search_space
+
+    batch = config.train_batch_size if needs_memory(parse_budgets(config.budgets)) else None
+    space = search_space(config.space.value, info.name, config.budgets, batch_size=batch,
+                         device=device.value, info=info)  # fmt: skip
+    if device is Device.cpu:
+        smallest = min(space.rows, key=lambda r: (r["params"], r["name"]))["name"]
+        require_fits(parse_name(smallest, info.num_classes, info.channels),
+                     available_memory("cpu"), "cpu", config.train_batch_size,
+                     (info.height, info.width))  # fmt: skip
 
 
 def enqueue_initial_design(
@@ -483,6 +488,8 @@ def search(
     where = config.device.value if config.workers == 1 else "cpu"
     data = load_data(config.dataset, config.data_dir, where, config.val_size,
                      config.train_subset, DATA_SEED)  # fmt: skip
+    if config.dataset.startswith("imagefolder:"):
+        check_feasible(config, data.info, config.device)
     study = open_study(config)  # the storage is reachable; the schema exists before workers start
     log(f"study {config.study_name} in {config.storage_url}: {config.workers} worker(s) on"
         f" {config.device.value}")  # fmt: skip

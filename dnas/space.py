@@ -231,11 +231,13 @@ def search_space(
     reverse: bool = False,
     batch_size: int | None = None,
     device: str = "cpu",
+    info: DatasetInfo | None = None,
 ) -> SpaceResult:
     """Enumerate a family's default space on a dataset and keep what meets every budget.
 
     With a ``batch_size`` (or a memory budget, which is then predicted at the search's default
-    batch), every row also has its predicted training memory on ``device``.
+    batch), every row also has its predicted training memory on ``device``. ``info`` describes a
+    dataset that is not a named one (an image folder, once read).
 
     Raises:
         DnasError: for a malformed budget, or one that no candidate meets (saying what the
@@ -247,7 +249,7 @@ def search_space(
     from dnas.datasets import dataset_info
 
     budgets = parse_budgets(budget_texts)
-    info = dataset_info(dataset)
+    info = info or dataset_info(dataset)
     if batch_size is None and needs_memory(budgets):
         from dnas.recipes import fast_recipe
 

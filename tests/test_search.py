@@ -240,6 +240,28 @@ def test_a_study_is_reopened_only_for_the_problem_it_was_created_for(tmp_path):
     assert [t.number for t in open_study(tiny(tmp_path, study="mix")).trials] == []
 
 
+def test_an_impossible_budget_on_an_image_folder_is_found_before_any_trial(tmp_path):
+    # Its size is known only once read; trials used to fail ("The `choices` must contain one or
+    # more elements") with the study and report folders written.
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "imf" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "imf" / cls / f"{i}.png")
+    folder = f"imagefolder:{tmp_path / 'imf'}"
+    cases = [
+        ("10-params", r"10-params: the smallest costs 1\.\d+k params"),
+        ("10G-memory", r"10G-memory: .* of training memory at batch 1000000"),
+    ]
+    for budget, message in cases:
+        config = tiny(tmp_path, dataset=folder, budgets=(budget,), batch_size=10**6, val_size=2,
+                      train_subset=None, trials=1)  # fmt: skip
+        with pytest.raises(DnasError, match=rf"on {re.escape(folder)} meets {message}"):
+            search(config)
+    assert not (tmp_path / "studies").exists() and not (tmp_path / "reports").exists()
+
+
 def test_a_worker_that_fails_by_itself_fails_the_search(tmp_path, monkeypatch, capfd):
     # Forked rather than spawned workers, so that they see this test's run_worker: worker 0
     # finds nothing to do, worker 1 meets an error of its own (as a full disk under the storage).
