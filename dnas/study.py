@@ -36,6 +36,7 @@ WAITING, RUNNING, TRAINED = "waiting", "running", "trained"
 OVER_BUDGET, SKIPPED, FAILED, PRUNED = "over budget", "skipped", "failed", "pruned"
 STOPPED = "stopped"  # trained to a lower rung only (multi-fidelity): not on the front
 REUSED = "reused"  # the same candidate as an earlier trial: its result, told again, not retrained
+LOST = "lost"  # interrupted, or its worker died mid-trial (killed, no heartbeat): queued again
 
 # The user-attribute keys: the storage of TrialRecord.
 _STARTED = "started_training"  # set when a trial starts training (it may not have finished)
@@ -430,7 +431,7 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         flops=r.get("flops", int, lambda v: v >= 0),
         memory=r.get("memory", int, lambda v: v >= 0),
         violation=r.get("violation", float),
-        started=started(trial),
+        started=started(trial) and trial.state != S.WAITING,  # a retry bears its original's
         metrics=r.metrics() or _intermediate(trial),
         epochs=r.get("epochs", int, lambda v: v >= 0),
         wall_time_s=r.get("wall_time_s", float, lambda v: v >= 0),
@@ -451,8 +452,11 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         rec.state, rec.note = OVER_BUDGET, f"{rejected}: never built{violation}"
     elif skipped and not rec.started:
         rec.state, rec.note = SKIPPED, skipped
-    elif trial.state == S.FAIL:
-        rec.state, rec.note = FAILED, failure or interrupted or "failed"
+    elif trial.state == S.FAIL and failure:
+        rec.state, rec.note = FAILED, failure
+    elif trial.state == S.FAIL:  # interrupted, or failed by the heartbeat or fail_dead_trials
+        lost = "its worker stopped mid-trial (killed or lost); queued again"
+        rec.state, rec.note = LOST, interrupted or lost
     elif trial.state == S.PRUNED:
         rec.state = PRUNED
         if curve:

@@ -83,7 +83,10 @@ def summarize(study: optuna.Study, config: SearchConfig, wall_time_s: float) -> 
         budgets=list(config.budgets),
         cost=metric,
         device=config.device.value,
-        trained=sum(r.started and r.settings in (None, config.training_key) for r in recs),
+        trained=sum(
+            r.started and r.state != records.LOST and r.settings in (None, config.training_key)
+            for r in recs
+        ),  # fmt: skip
         complete=len(done),
         stopped=sum(r.state == records.STOPPED for r in recs),
         failed=len(failures),
@@ -105,7 +108,7 @@ def _retrained_duplicates(recs: list[TrialRecord]) -> int:
     """Trials that trained a candidate (architecture and settings) an earlier trial trained."""
     seen, n = set(), 0
     for r in recs:
-        if r.started and r.state not in (records.FAILED, records.RUNNING):
+        if r.started and r.state not in (records.FAILED, records.LOST, records.RUNNING):
             n += (r.name, r.settings) in seen
             seen.add((r.name, r.settings))
     return n

@@ -22,6 +22,7 @@ from dnas.config import SearchConfig, make_config
 from dnas.device import device_name
 from dnas.errors import DnasError
 from dnas.search import SearchFailed, open_study, search, trained_count
+from dnas.summary import summarize
 
 TINY = dict(
     budgets=("20k-params", "3M-flops"),
@@ -439,6 +440,27 @@ def test_only_trials_of_dead_workers_of_this_machine_are_failed(tmp_path):
     assert records.fail_dead_trials(study) == 0  # another worker starting meanwhile spares it
     assert study.trials[4].state == S.RUNNING
     assert records.fail_dead_trials(optuna.create_study()) == 0  # storage without heartbeats
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed")
+def test_a_trial_lost_with_its_worker_is_neither_a_failure_nor_trained_twice(tmp_path):
+    # After kill -9 and a rerun, the summary said "trained 3 ... 1 failed" of one trial: the dead
+    # trial counted as failed and trained, and its queued retry (which Optuna gives the dead
+    # one's attributes) as trained again.
+    config = tiny(tmp_path, study="k")
+    study = open_study(config)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    trial = study.ask()
+    records.record_started(trial, "cpu", tmp_path / "run")
+    trial.set_user_attr("worker", f"{records.worker_id().rpartition(':')[0]}:{gone.pid}")
+    assert records.fail_dead_trials(study) == 1
+    lost, retry = records.read_all(study)
+    assert (lost.state, lost.started) == (records.LOST, True)
+    assert lost.note == "its worker stopped mid-trial (killed or lost); queued again"
+    assert (retry.state, retry.started) == (records.WAITING, False)
+    summary = summarize(study, config, 1.0)
+    assert (summary.trained, summary.failed, summary.first_failure) == (0, 0, None)
 
 
 @pytest.mark.slow
