@@ -134,6 +134,15 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     def trial_root(self) -> Path:
         return trial_root(self.studies_dir, self.study_name, self.storage_url)
 
+    def final_run_dir(self, name: str) -> Path:
+        """The run folder of a front member's final training (``--retrain-top``): one per set of
+        the settings it trains with, so that a rerun with others starts its own, and the same
+        settings resume."""
+        settings = [f"e{self.final_epochs}", f"s{self.seed}"]
+        settings += [f"{k}{v}" for k, v in (("b", self.batch_size), ("lr", self.lr),
+                                            ("v", self.val_size)) if v is not None]  # fmt: skip
+        return self.trial_root / "final" / "-".join([name, *settings])
+
     @property
     def rungs(self) -> tuple[int, ...]:
         """Epochs at which candidates are compared; the last is ``epochs`` (see dnas.fidelity)."""

@@ -161,7 +161,7 @@ def retrain(study: optuna.Study, config: SearchConfig, front: list[FrontMember])
         tcfg = TrainConfig(recipe="fast", epochs=config.final_epochs, batch_size=config.batch_size,
                            lr=config.lr, seed=config.seed, device=config.device.value,
                            eval_test=True)  # fmt: skip
-        run_dir = config.trial_root / "final" / m.name
+        run_dir = config.final_run_dir(m.name)
         r = train(spec, data, tcfg, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").exists())
         results.append({"name": m.name, "trial": m.number, "epochs": config.final_epochs,
                         "params": m.params, "search_val_acc": m.val_acc,

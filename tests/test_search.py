@@ -488,6 +488,18 @@ def test_accuracy_objective_reports_epochs_and_retrains_on_test(tmp_path):
     assert final["search_val_acc"] == max(t.values[0] for t in trained if t.values)
 
 
+def test_each_set_of_final_training_settings_has_its_own_run_folder(tmp_path):
+    # A rerun with another --final-epochs once found the first one's checkpoint in final/NAME and
+    # failed after the whole search ("the checkpoint was trained with epochs=1 (now 2)").
+    folder = tiny(tmp_path, final_epochs=1).final_run_dir("wrn-10-1")
+    assert folder == tiny(tmp_path, final_epochs=1).final_run_dir("wrn-10-1")  # resumes
+    assert folder.name == "wrn-10-1-e1-s0-b64-v200" and folder.parent.name == "final"
+    others = [{"final_epochs": 2}, {"seed": 1}, {"lr": 0.05}, {"batch_size": 32}, {"val_size": 9}]
+    folders = {tiny(tmp_path, **{"final_epochs": 1, **kw}).final_run_dir("wrn-10-1")
+               for kw in others}  # fmt: skip
+    assert len(folders) == len(others) and folder not in folders
+
+
 def test_diverging_trials_fail_with_a_reason_and_the_search_says_so(tmp_path):
     cfg = tiny(tmp_path, trials=2, space="densenet", lr=1e30)  # float32 overflows: NaN
     with pytest.raises(SearchFailed, match="no trained trial in study .*: RuntimeError: diverged"):
