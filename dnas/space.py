@@ -15,7 +15,7 @@ from pathlib import Path
 from dnas.budget import Budget, allows_all, needs_memory
 from dnas.cost import Cost, count
 from dnas.datasets import DatasetInfo
-from dnas.errors import DnasError, check_replaceable
+from dnas.errors import DnasError, check_replaceable, write_atomic
 from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, WRNSpec
 
 
@@ -163,15 +163,27 @@ class SpaceResult:
     def write_csv(self, path: str | Path) -> None:
         """Every matching row, one line each, to ``path`` (a DnasError if it cannot be written)."""
         import csv
+        import io
+        import stat
 
         path = Path(path)
         ours = lambda head: head.startswith(CSV_HEAD.encode())  # noqa: E731
         check_replaceable(path, "--csv", ours, streams=True)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=list(self.rows[0]))
+        writer.writeheader()
+        writer.writerows(self.rows)
+        data = text.getvalue().encode("utf-8")
         try:
-            with open(path, "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
-                writer.writeheader()
-                writer.writerows(self.rows)
+            stream = not stat.S_ISREG(path.stat().st_mode)  # a pipe or device: written in place
+        except FileNotFoundError:
+            stream = False
+        if not stream:  # a full disk leaves the old file, never a part of the new one
+            write_atomic(path, data, "--csv")
+            return
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
         except OSError as e:
             raise DnasError(f"--csv {path}: cannot write it ({e.strerror or e})") from None
 

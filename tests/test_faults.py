@@ -3,6 +3,7 @@ nothing written outside studies/ and reports/, and nothing completed lost."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -316,6 +317,20 @@ def test_space_csv_never_replaces_a_file_dnas_did_not_write(tmp_path, monkeypatc
     for target in ("empty.csv", os.devnull):  # a device is written in place, not renamed over
         assert run_cli(tmp_path, monkeypatch, *args, "--csv", target).exit_code == 0
     assert Path(os.devnull).is_char_device()
+    # A full disk leaves the earlier CSV whole (it once left one cut off mid-row).
+    before = (tmp_path / "rows.csv").read_bytes()
+
+    def full(self, data):
+        self.write_bytes_real(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes_real", Path.write_bytes, raising=False)
+    monkeypatch.setattr(Path, "write_bytes", full)
+    result = run_cli(tmp_path, monkeypatch, "space", "all", "--csv", "rows.csv")
+    assert result.exit_code == 2
+    assert result.output == "Error: --csv rows.csv: cannot write it (No space left on device)\n"
+    assert (tmp_path / "rows.csv").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "empty.csv", "rows.csv"]
 
 
 def test_the_python_api_is_held_to_the_limits_too():
