@@ -490,6 +490,11 @@ def search(
                      config.train_subset, DATA_SEED)  # fmt: skip
     if config.dataset.startswith("imagefolder:"):
         check_feasible(config, data.info, config.device)
+    if config.retrain_top and len(data.test_y) == 0:  # an image folder without test/
+        raise DnasError(
+            f"--retrain-top tests the retrained models: {data.info.name} has no test images;"
+            " give its test split (PATH/test/CLASS/...) or leave out --retrain-top"
+        )
     study = open_study(config)  # the storage is reachable; the schema exists before workers start
     log(f"study {config.study_name} in {config.storage_url}: {config.workers} worker(s) on"
         f" {config.device.value}")  # fmt: skip

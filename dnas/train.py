@@ -377,6 +377,11 @@ def _check_data(spec: Spec, data: DataSplits, config: TrainConfig) -> None:
         )
     if torch.device(config.device).type != data.device.type:
         raise DnasError(f"the data is on {data.device} but config.device is {config.device}")
+    if config.eval_test and len(data.test_y) == 0:  # an image folder without test/
+        raise DnasError(
+            f"--eval-test: {data.info.name} has no test images; give its test split"
+            " (PATH/test/CLASS/...) or leave out --eval-test"
+        )
 
 
 def _checkpoint_to_resume(

@@ -260,6 +260,9 @@ def test_an_impossible_budget_on_an_image_folder_is_found_before_any_trial(tmp_p
                       train_subset=None, trials=1)  # fmt: skip
         with pytest.raises(DnasError, match=rf"on {re.escape(folder)} meets {message}"):
             search(config)
+    config = tiny(tmp_path, dataset=folder, val_size=2, train_subset=None, retrain_top=1)
+    with pytest.raises(DnasError, match="--retrain-top tests the retrained models: .* no test"):
+        search(config)  # found before the search, not after it
     assert not (tmp_path / "studies").exists() and not (tmp_path / "reports").exists()
 
 

@@ -325,3 +325,13 @@ def test_a_folder_of_other_files_is_not_a_run_folder(tmp_path: Path) -> None:
 def test_mismatched_classes_are_refused() -> None:
     with pytest.raises(DnasError, match="classes"):
         train(tiny(classes=10), tiny_data(), FAST)
+
+
+def test_eval_test_without_test_images_is_refused_before_the_run_folder(tmp_path: Path) -> None:
+    # An image folder without test/ once trained, exited 0 and reported test_acc null.
+    data = tiny_data()
+    data = replace(data, test_x=data.test_x[:0], test_y=data.test_y[:0])
+    with pytest.raises(DnasError, match="--eval-test: synthetic has no test images; give its"):
+        train(tiny(), data, replace(FAST, eval_test=True), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert train(tiny(), data, replace(FAST, epochs=1)).test_acc is None  # without: fine
