@@ -81,7 +81,8 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     objective: Objective = Objective.pareto
     cost: CostMetric = CostMetric.params  # the cost objective of a Pareto study
     sampler: Sampler = Sampler.auto
-    initial_design: NonNegative = 6  # candidates spread over the cost axis, trained first
+    # candidates spread over the cost axis, trained first (a start, not a grid: at most 1,000)
+    initial_design: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 6
     study: str | None = None  # [default: SPACE-DATASET-BUDGETS]
     storage: str | None = None  # an Optuna storage URL [default: sqlite:///studies/STUDY.db]
     workers: Workers = 1  # processes on this machine

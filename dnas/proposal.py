@@ -181,14 +181,15 @@ class FeasibleSpace:
             return []
         lo, hi = math.log(by_size[0][0]), math.log(by_size[-1][0])
         step = (hi - lo) / (count - 1) if count > 1 else 0.0
-        picks: list[Spec] = []
+        picks: dict[str, Spec] = {}  # by name: a pick leaves the candidates at once
         for i in range(min(count, len(by_size))):
             target = lo + step * i
-            rest = [t for t in by_size if t[2] not in picks]
+            rest = [t for t in by_size if t[1] not in picks]
             near = [t for t in rest if abs(math.log(t[0]) - target) <= step / 4]
             near = near or [min(rest, key=lambda t: abs(math.log(t[0]) - target))]
-            picks.append(min(near, key=lambda t: (self.activations(t[2]), t[1]))[2])
-        return sorted(picks, key=lambda s: count_params(s, self.size))
+            pick = min(near, key=lambda t: (self.activations(t[2]), t[1]))
+            picks[pick[1]] = pick[2]
+        return sorted(picks.values(), key=lambda s: count_params(s, self.size))
 
     def activations(self, spec: Spec) -> int:
         """Bytes of activations a training step keeps (at the memory budget's batch, else 128):

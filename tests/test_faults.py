@@ -55,6 +55,7 @@ def run_cli(tmp_path: Path, monkeypatch, *args: str):  # noqa: ANN201
         (["--epochs", "0"], "--epochs 0: expected int >= 1"),
         (["--seed", "-1"], "--seed -1: expected int >= 0"),
         (["--trials", "-3"], "--trials -3: expected int >= 1"),
+        (["--initial-design", "3000"], "--initial-design 3000: expected int <= 1000"),
         (["--timeout", "0s"], "bad duration '0s'"),
         (["--lr", "inf"], "--lr inf: expected float <= 3.4028234663852886e+38"),
         (["--lr", "nan"], "--lr nan: expected float > 0.0"),
