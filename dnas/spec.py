@@ -7,6 +7,7 @@ A spec is pure data. Builders (``dnas.densenet``, ``dnas.wrn``) turn it into an 
 
 from __future__ import annotations
 
+import decimal
 import functools
 import math
 from dataclasses import dataclass, replace
@@ -258,7 +259,10 @@ IMAGENET_DENSENETS: dict[str, DenseNetSpec] = {
 
 
 def fmt_number(x: float) -> str:
-    return f"{x:g}"
+    """The shortest decimal that reads back as ``x``, without an exponent (0.2, 0.99999999,
+    0.00001): names carry rates exactly, so that ``parse_name(spec_name(s)) == s``."""
+    text = format(decimal.Decimal(repr(float(x))), "f")
+    return text.removesuffix(".0")
 
 
 def _head_free(spec: Spec) -> Spec:

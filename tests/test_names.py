@@ -87,3 +87,13 @@ def test_a_huge_deepening_factor_is_refused_before_any_block_is_built():
         with pytest.raises(ArchitectureNameError, match=r"not one of the paper.s: l1, l2, l3, l4"):
             parse_name(name)
     assert [parse_name(f"wrn-16-1-l{n}").block for n in (1, 4)] == [(3,), (3, 3, 3, 3)]
+
+
+def test_names_carry_rates_exactly():
+    # Six significant figures once turned drop0.99999999 into drop1 (an invalid name) and
+    # drop0.12345678 into another spec, drop0.123457.
+    for name in ("densenet-40-drop0.99999999", "densenet-c-40-t0.99999999",
+                 "wrn-10-1-drop0.12345678", "densenet-40-drop0.00001"):  # fmt: skip
+        spec = parse_name(name)
+        assert spec.name == name and parse_name(spec.name) == spec
+    assert parse_name("wrn-28-10-drop0.3").dropout == 0.3 and parse_name("densenet-bc-100").name
