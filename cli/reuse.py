@@ -12,7 +12,10 @@ from .common import a_folder, a_path, err, out, print_json, user_errors
 
 def reuse(
     run: Annotated[
-        Path, typer.Argument(help="A run directory (with checkpoint.pt) or a checkpoint file.")
+        Path,
+        typer.Argument(
+            help="A run directory (with checkpoint.pt) or a checkpoint file.", parser=a_path
+        ),
     ],
     out_file: Annotated[
         Optional[Path],

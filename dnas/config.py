@@ -84,7 +84,8 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     # candidates spread over the cost axis, trained first (a start, not a grid: at most 1,000)
     initial_design: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 6
     study: str | None = None  # [default: SPACE-DATASET-BUDGETS]
-    storage: str | None = None  # an Optuna storage URL [default: sqlite:///studies/STUDY.db]
+    # an Optuna storage URL [default: sqlite:///studies/STUDY.db]; "" is a slip, not the default
+    storage: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     workers: Workers = 1  # processes on this machine
     device: Device = Device.auto
     seed: Seed = 0

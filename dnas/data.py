@@ -342,6 +342,8 @@ def load_data(
     """
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if name.startswith("imagefolder:"):
+        if not name.split(":", 1)[1].strip():  # it would mean the current folder
+            raise DnasError("imagefolder: needs a folder: imagefolder:PATH")
         info, (train_x, train_y, test_x, test_y) = _imagefolder(
             Path(name.split(":", 1)[1]).expanduser()
         )

@@ -388,6 +388,8 @@ def _checkpoint_to_resume(
     folder: RunDir | None, resume: bool, spec: Spec, config: TrainConfig, data: DataSplits
 ) -> dict | None:
     """The checkpoint to continue from (checked against this run), or None for a new run."""
+    if folder is not None and folder.path.exists() and not folder.path.is_dir():
+        raise DnasError(f"{folder.path} is a file, not a run folder; give a new or empty folder")
     if folder is not None and (others := folder.others()):
         raise DnasError(
             f"{folder.path} holds files that are not a run's ({', '.join(others[:3])}"

@@ -369,12 +369,38 @@ def test_the_python_api_is_held_to_the_limits_too():
         ("search", "--studies-dir", ""),
         ("search", "--reports-dir", ""),
         ("search", "--data-dir", ""),
+        ("reuse", ""),
     ],
 )
 def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, args):
     result = run_cli(tmp_path, monkeypatch, *args)
     assert result.exit_code == 2 and "an empty path; give a file or folder name" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("search", *SMALL, "--storage", ""), "--storage '': expected str of length >= 1"),
+        (("search", "-b", "5k-params", "--dataset", "imagefolder:"), "imagefolder: needs a fo"),
+        (("train", "wrn-10-1", "--dataset", "imagefolder: "), "imagefolder: needs a folder"),
+    ],
+)
+def test_other_empty_names_are_refused_too(tmp_path, monkeypatch, args, message):
+    result = run_cli(tmp_path, monkeypatch, *args)
+    assert result.exit_code == 2 and result.output.startswith(f"Error: {message}")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_file_given_as_run_folder_is_told_so(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("mine")
+    args = ("train", "wrn-10-1", "--dataset", "fashion-mnist", "--train-subset", "100",
+            "--val-size", "50", "--epochs", "1", "--out", "afile")  # fmt: skip
+    result = run_cli(tmp_path, monkeypatch, *args)
+    assert result.exit_code == 2 and result.output.endswith(
+        "Error: afile is a file, not a run folder; give a new or empty folder\n"
+    )
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 @pytest.mark.parametrize(
