@@ -403,6 +403,7 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -
     number of workers. Writes nothing."""
     from dnas.datasets import dataset_info
     from dnas.device import resolve_device
+    from dnas.report.page import check_report
 
     device = Device(resolve_device(config.device.value))
     check_writable(config.studies_dir, "--studies-dir")
@@ -411,6 +412,7 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = lambda s: None) -
     if database is not None:
         check_writable(database.parent, _database_option(config))
     _check_study_folders(config, database)
+    check_report(config.report_dir)  # a foreign page there would be refused after the trials
     if not config.dataset.startswith("imagefolder:"):  # an image folder's size is known once read
         check_feasible(config, dataset_info(config.dataset), device)
     workers = config.workers

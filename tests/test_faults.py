@@ -28,6 +28,7 @@ from dnas.errors import (
     partial_writes,
     write_atomic,
 )
+from dnas.report.page import check_report
 from dnas.search import SearchFailed, prepare, run_worker, search
 from dnas.summary import MAX_DUPLICATES, prune_checkpoints
 
@@ -652,3 +653,18 @@ def test_a_name_too_long_for_the_system_is_one_line(tmp_path, monkeypatch, args)
         result.output,
     )
     assert files_under(tmp_path) == set()
+
+
+def test_a_report_dnas_could_not_write_is_found_before_the_trials(tmp_path, monkeypatch):
+    # A foreign index.html in the study's report folder was found only after every trial.
+    study = "pagecheck"
+    page = tmp_path / "reports" / study / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<html>mine</html>")
+    result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--trials", "1", "--study", study)
+    assert result.exit_code == 2
+    assert "index.html: the file exists and dnas did not write it" in result.output
+    assert files_under(tmp_path) == {"reports", f"reports/{study}", f"reports/{study}/index.html"}
+    # `dnas report S --out reports/S/index.html` said ".../index.html/index.html: cannot write it"
+    with pytest.raises(DnasError, match=r"^report .*/index.html: a file, not a folder; give a"):
+        check_report(page)

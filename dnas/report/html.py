@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from dnas.errors import check_replaceable, write_atomic, writing
+from dnas.errors import DnasError, check_replaceable, write_atomic, writing
 
 PLOTLY_JS = "plotly.min.js"
 _PLOT_JS = "function plot(id, f) { Plotly.newPlot(id, f.data, f.layout, {responsive: true}); }"
@@ -119,13 +119,23 @@ def render_page(
 """
 
 
+def check_page(path: str | Path) -> None:
+    """Raise what ``write_page`` would refuse at ``path``: a file where its folder goes, or a
+    page or plotly.js there that dnas did not write (a search checks before its trials)."""
+    path = Path(path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise DnasError(f"report {path.parent}: a file, not a folder; give a folder for the page")
+    check_replaceable(path, "report", _our_page)
+    check_replaceable(path.parent / PLOTLY_JS, "report", _plotlyjs)
+
+
 def write_page(path: str | Path, title: str, body: str, figures: Figures, *, js: str = "") -> Path:
     """Write a page that opens offline: ``path``, and plotly.js beside it."""
     path = Path(path)
     page = render_page(title, body, figures, script=PLOTLY_JS, js=js)
+    check_page(path)  # before plotly.js goes beside it
     with writing(path, "report"):
         path.parent.mkdir(parents=True, exist_ok=True)
-    check_replaceable(path, "report", _our_page)  # before plotly.js goes beside it
     write_plotlyjs(path.parent)
     write_atomic(path, page.encode(), "report")
     return path

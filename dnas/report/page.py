@@ -13,11 +13,13 @@ from dnas.report.curves import curves_figure
 from dnas.report.data import ReportData, build_report_data
 from dnas.report.front import pareto_figure
 from dnas.report.history import history_figure
-from dnas.report.html import SORTABLE_JS, esc, fig_div, render_page, write_page
+from dnas.report.html import SORTABLE_JS, check_page, esc, fig_div, render_page, write_page
 from dnas.report.importances import importance_figure
 from dnas.report.reuse import reuse_grid
 from dnas.report.scatter import num
 from dnas.reuse import DENSENET_DEFINITION
+
+PAGE = "index.html"  # a study's report page, in its report folder
 
 _TRIAL_COLUMNS = (
     "trial", "name", "family", "params", "FLOPs", "val acc", "epochs", "time (s)", "state",
@@ -216,4 +218,9 @@ def write_report(
         for line in data.warnings:
             warn(line)
     title, body, figures = _page(data)
-    return write_page(Path(out_dir) / "index.html", title, body, figures, js=SORTABLE_JS)
+    return write_page(Path(out_dir) / PAGE, title, body, figures, js=SORTABLE_JS)
+
+
+def check_report(out_dir: str | Path) -> None:
+    """Raise now what ``write_report`` would refuse in ``out_dir`` (see ``check_page``)."""
+    check_page(Path(out_dir) / PAGE)
