@@ -123,8 +123,13 @@ def check_page(path: str | Path) -> None:
     """Raise what ``write_page`` would refuse at ``path``: a file where its folder goes, or a
     page or plotly.js there that dnas did not write (a search checks before its trials)."""
     path = Path(path)
-    if path.parent.exists() and not path.parent.is_dir():
-        raise DnasError(f"report {path.parent}: a file, not a folder; give a folder for the page")
+    for folder in (path.parent, *path.parent.parents):  # the nearest that exists
+        if folder.exists():
+            if not folder.is_dir():
+                raise DnasError(
+                    f"report {folder}: a file, not a folder; give a folder for the page"
+                )
+            break
     check_replaceable(path, "report", _our_page)
     check_replaceable(path.parent / PLOTLY_JS, "report", _plotlyjs)
 
