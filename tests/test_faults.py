@@ -65,6 +65,7 @@ def run_cli(tmp_path: Path, monkeypatch, *args: str):  # noqa: ANN201
         (["--study", "/abs/path"], "bad study name '/abs/path'"),
         (["--study", ""], "bad study name ''"),
         (["--study", "a" * 101], "at most 100 characters"),
+        (["--study", "coll.db"], "not ending in '.db' (study NAME's database is NAME.db)"),
         (["-b", "1k-memory"], "no candidate on fashion-mnist meets 20k-params and 3M-flops and"),
         (["-b", "1k-params"], "two params budgets, '20k-params' and '1k-params'"),
         (["--dataset", "imagefolder:/nonexistent"], "imagefolder"),
