@@ -140,6 +140,13 @@ def open_study(config: SearchConfig) -> optuna.Study:
             raise DnasError(f"cannot open storage {config.storage_url!r}: {why}".splitlines()[0])
     else:
         raise DnasError(f"cannot open storage {config.storage_url!r}: schema creation collided")
+    try:  # Optuna reads every trial's attributes as JSON, and a damaged one stops it anywhere
+        study.get_trials(deepcopy=False)
+    except ValueError as e:
+        raise DnasError(
+            f"study {config.study_name!r} in {config.storage_url}: a trial's stored attributes"
+            f" are not JSON ({e}); the database is damaged: repair it, or give another --study"
+        ) from None
     if [d.name.lower() for d in study.directions] != directions:
         was = "pareto" if len(study.directions) == 2 else "accuracy"
         raise DnasError(

@@ -128,12 +128,30 @@ def _read(conn: sa.Connection, study_id: int) -> list[FrozenTrial]:
     for key, table in (("user_attrs", _USER_ATTRS), ("system_attrs", _SYSTEM_ATTRS)):
         for trial_id, name, value_json in _children(conn, study_id, table):
             if trial_id in fields:
-                fields[trial_id][key][name] = json.loads(value_json)
+                fields[trial_id][key][name] = _json(value_json)
     for trial_id, step, value, kind in _children(conn, study_id, _INTERMEDIATE):
         if trial_id in fields:
             fields[trial_id]["intermediate_values"][step] = _SPECIAL.get(kind, value)
     trials = [FrozenTrial(**f, values=_listed(values.get(i))) for i, f in fields.items()]
     return sorted(trials, key=lambda trial: trial.number)
+
+
+class Unreadable:
+    """An attribute whose stored JSON does not parse (a damaged database): no reader takes it
+    for a value of any type, so it is left out and listed like any malformed attribute."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"<not JSON: {self.text[:20]!r}>"
+
+
+def _json(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return Unreadable(text)
 
 
 def _children(conn: sa.Connection, study_id: int, table: sa.TableClause) -> sa.CursorResult:

@@ -429,3 +429,23 @@ def test_a_candidate_stopped_at_a_lower_rung_is_drawn_apart_and_never_on_the_fro
     assert by_name["densenet-bc-22-k4"].note.startswith("at epoch 1, promoted: place 1 of 1")
     html = write_report(study, tmp_path / "r").read_text()
     assert "stopped at a lower rung" in html and "rungs reached: 1, 2" in html
+
+
+def test_an_attribute_that_is_not_json_is_left_out_not_a_traceback(tmp_path, monkeypatch):
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    damaged_study("demo", "sqlite:///demo.db")
+    with sqlite3.connect(tmp_path / "demo.db") as db:  # as a damaged disk or a hand edit leaves it
+        db.execute("update trial_user_attributes set value_json='[1,2' where key='metrics'")
+    result = CliRunner().invoke(app, ["report", "demo", "--storage", "sqlite:///demo.db"])
+    assert result.exit_code == 0, result.output
+    assert "warning: trial 0: metrics=<not JSON: '[1,2'> is not a list" in result.stderr
+    search = ["search", "-b", "1M-params", "--dataset", "fashion-mnist", "--train-subset", "300",
+              "--val-size", "200",
+              "--study", "demo", "--storage", "sqlite:///demo.db"]  # fmt: skip
+    result = CliRunner().invoke(app, search)
+    assert result.exit_code == 2 and result.output.startswith(
+        "Error: study 'demo' in sqlite:///demo.db: a trial's stored attributes are not JSON"
+    )
+    assert len(result.output.splitlines()) == 1
