@@ -185,7 +185,8 @@ def _image_classes(d: Path) -> tuple[list[str], list[tuple[str, int]]]:
     """The classes and ``(file, class index)`` samples of a folder with one subfolder per class,
     as torchvision's ``ImageFolder`` lists them (classes sorted; each class's folders walked in
     sorted order, links followed; files with an image extension), but each real folder walked
-    once, so that a link to a folder above ends, and at most ``MAX_FOLDER_ENTRIES`` looked at."""
+    once per class, so that a link to a folder above ends, and at most ``MAX_FOLDER_ENTRIES``
+    looked at."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     try:
@@ -205,11 +206,12 @@ def _image_classes(d: Path) -> tuple[list[str], list[tuple[str, int]]]:
         return st.st_dev, st.st_ino
 
     # The dataset's folder and its class folders are walked only as themselves, never through a
-    # link from inside a class (which would give one class another's images).
-    seen = {identity(f) for f in (d, *(d / c for c in classes))}
+    # link from inside a class (a cycle, or one class's whole folder given to another); below
+    # them, each real folder at most once per class, as ImageFolder lists it.
+    tops = {identity(f) for f in (d, *(d / c for c in classes))}
     entries, samples = 0, []
     for label, cls in enumerate(classes):
-        found, top = [], str(d / cls)
+        found, top, seen = [], str(d / cls), set(tops)
         for root, dirs, files in os.walk(top, followlinks=True):
             if root != top:
                 key = identity(root)

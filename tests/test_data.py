@@ -190,6 +190,17 @@ def test_image_folder_scan_ends_on_links_to_folders_above(tmp_path: Path) -> Non
     ]
 
 
+def test_a_link_into_another_class_takes_nothing_from_it(tmp_path: Path) -> None:
+    # One set of walked folders for all classes once left class b without its own subfolder.
+    from torchvision.datasets import ImageFolder
+
+    _save_images(tmp_path, ["a/x.png", "b/sub/y.png"])
+    (tmp_path / "a" / "lnk").symlink_to(tmp_path / "b" / "sub")
+    tv = ImageFolder(str(tmp_path))
+    assert _image_classes(tmp_path) == (tv.classes, tv.samples)
+    assert [y for _, y in tv.samples] == [0, 0, 1]
+
+
 def test_image_folder_refuses_huge_and_empty_folders(tmp_path: Path, monkeypatch) -> None:
     _save_images(tmp_path, ["cat/0.png", "cat/1.png", "dog/0.png"])
     monkeypatch.setattr(data_module, "MAX_FOLDER_ENTRIES", 2)
