@@ -30,13 +30,15 @@ def user_errors() -> Iterator[None]:
     except OSError as e:  # a path the system refuses before any of ours could look at it
         if e.errno != errno.ENAMETOOLONG:
             raise
-        name = max(Path(str(e.filename or "")).parts or ("",), key=len)  # the one too long
+        path = str(e.filename or "")
+        name = max(Path(path).parts or ("",), key=lambda part: len(part.encode()))
         shown = f"{name[:40]!r}..." if len(name) > 40 else repr(name)
-        typer.echo(
-            f"Error: a file or folder name too long for this system ({len(name):,} characters,"
-            f" {shown}): at most 255 bytes each; give a shorter one",
-            err=True,
-        )
+        if len(name.encode()) > 255:
+            what = f"a file or folder name too long for this system ({len(name):,} characters,"
+            what += f" {shown}): at most 255 bytes each"
+        else:  # every name fits, the whole path does not (PATH_MAX)
+            what = f"a path too long for this system ({len(path.encode()):,} bytes)"
+        typer.echo(f"Error: {what}; give a shorter one", err=True)
         raise typer.Exit(2) from None
     except Terminated:
         typer.echo("Terminated.", err=True)

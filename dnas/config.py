@@ -11,6 +11,7 @@ dependencies, rejects unknown keys and wrong types in strict mode, and its error
 from __future__ import annotations
 
 import enum
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -101,13 +102,14 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         # takes its type ('wrn' becomes Space.wrn, a list of budgets a tuple).
         for f in msgspec.structs.fields(self):
             value = getattr(self, f.name)
+            value = os.fspath(value) if isinstance(value, os.PathLike) else value  # Path("x")
             try:
                 converted = msgspec.convert(value, f.type, strict=True)
             except msgspec.ValidationError as e:
                 where = str(e).replace(" - at `$", f" - at `$.{f.name}", 1)
                 where += "" if where != str(e) else f" - at `$.{f.name}`"
                 raise DnasError(_explain(where, {f.name: value}, options=False)) from None
-            if type(converted) is not type(value):
+            if type(converted) is not type(getattr(self, f.name)):
                 msgspec.structs.force_setattr(self, f.name, converted)
         if not self.budgets:
             raise DnasError("give at least one budget, e.g. --budget 1M-params")

@@ -312,7 +312,7 @@ def _worker_entry(config: SearchConfig, index: int, threads: int, parent: int) -
     torch.set_num_threads(threads)
     try:
         reason = run_worker(
-            msgspec.structs.replace(config, workers=1, seed=config.seed + 1000 * index)
+            msgspec.structs.replace(config, workers=1, seed=(config.seed + 1000 * index) % 2**32)
         )
     except KeyboardInterrupt as e:  # Ctrl-C reaches every process; the parent says what is kept
         os._exit(143 if isinstance(e, Terminated) else 130)

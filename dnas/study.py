@@ -23,10 +23,12 @@ from dnas.errors import DnasError
 
 STUDY_NAME_RULE = (
     "letters, digits, '-', '_' and '.', starting with a letter, digit or '_' (a '-' would read"
-    " as an option), not ending in '.db' (study NAME's database is NAME.db), at most 100"
-    " characters"
+    " as an option), not ending in '.db' or '.db-journal', '-wal', '-shm' (study NAME's database"
+    " and SQLite's files beside it), at most 100 characters"
 )
-_STUDY_NAME = re.compile(r"(?!.*\.db$)[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", re.IGNORECASE)
+_STUDY_NAME = re.compile(
+    r"(?!.*\.db(-journal|-wal|-shm)?$)[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", re.IGNORECASE
+)
 SQLITE = "sqlite:///"
 
 if TYPE_CHECKING:  # optuna is imported where it is used: `dnas --help` stays fast

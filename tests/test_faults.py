@@ -65,7 +65,8 @@ def run_cli(tmp_path: Path, monkeypatch, *args: str):  # noqa: ANN201
         (["--study", "/abs/path"], "bad study name '/abs/path'"),
         (["--study", ""], "bad study name ''"),
         (["--study", "a" * 101], "at most 100 characters"),
-        (["--study", "coll.db"], "not ending in '.db' (study NAME's database is NAME.db)"),
+        (["--study", "coll.db"], "not ending in '.db' or '.db-journal', '-wal', '-shm'"),
+        (["--study", "coll.db-wal"], "not ending in '.db' or '.db-journal', '-wal', '-shm'"),
         (["-b", "1k-memory"], "no candidate on fashion-mnist meets 20k-params and 3M-flops and"),
         (["-b", "1k-params"], "two params budgets, '20k-params' and '1k-params'"),
         (["--dataset", "imagefolder:/nonexistent"], "imagefolder"),
@@ -355,8 +356,9 @@ def test_the_python_api_is_held_to_the_limits_too():
         with pytest.raises(DnasError, match=re.escape(message)):
             SearchConfig(**kwargs)
     # The Python API may spell a choice or a list as a user would; the config holds their types.
-    config = SearchConfig(space="wrn", budgets=["1M-params"], timeout_s=60)
+    config = SearchConfig(space="wrn", budgets=["1M-params"], timeout_s=60, studies_dir=Path("s"))
     assert config.space is Space.wrn and config.budgets == ("1M-params",)
+    assert config.studies_dir == "s"
     assert config.timeout_s == 60.0 and isinstance(config.timeout_s, float)
 
 
@@ -654,6 +656,19 @@ def test_a_name_too_long_for_the_system_is_one_line(tmp_path, monkeypatch, args)
         result.output,
     )
     assert files_under(tmp_path) == set()
+
+
+def test_a_path_too_long_for_the_system_is_one_line(tmp_path, monkeypatch):
+    deep = "/".join(["e" * 250] * 20)  # every name fits in 255 bytes, the path not in 4,096
+    result = run_cli(tmp_path, monkeypatch, "train", deep)
+    assert result.exit_code == 2
+    assert (
+        result.output
+        == "Error: a path too long for this system (5,019 bytes); give a shorter one\n"
+    )
+    multibyte = "é" * 200  # 200 characters, 400 bytes
+    result = run_cli(tmp_path, monkeypatch, "train", multibyte)
+    assert result.output.startswith("Error: a file or folder name too long for this system (200")
 
 
 def test_a_report_dnas_could_not_write_is_found_before_the_trials(tmp_path, monkeypatch):

@@ -303,10 +303,12 @@ def test_each_local_worker_sees_one_of_the_gpus_its_parent_was_given(tmp_path, m
         (tmp_path / str(config.seed)).write_text(os.environ["CUDA_VISIBLE_DEVICES"])
 
     monkeypatch.setattr(dnas.search, "run_worker", run_worker)
-    config = SearchConfig(workers=3, device="cuda", trials=1, studies_dir=str(tmp_path / "s"))
+    config = SearchConfig(
+        workers=3, device="cuda", trials=1, studies_dir=str(tmp_path / "s"), seed=2**32 - 1
+    )  # worker i has seed + 1000 i, wrapped to 32 bits
     assert dnas.search._run_processes(config, optuna.create_study(), lambda e: None) is None
     seen = {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()}
-    assert seen == {"0": "GPU-a1", "1000": "GPU-b2", "2000": "GPU-a1"}
+    assert seen == {"4294967295": "GPU-a1", "999": "GPU-b2", "1999": "GPU-a1"}
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "GPU-a1,GPU-b2"  # the parent's own is kept
 
 
