@@ -140,12 +140,13 @@ def open_study(config: SearchConfig) -> optuna.Study:
             raise DnasError(f"cannot open storage {config.storage_url!r}: {why}".splitlines()[0])
     else:
         raise DnasError(f"cannot open storage {config.storage_url!r}: schema creation collided")
-    try:  # Optuna reads every trial's attributes as JSON, and a damaged one stops it anywhere
+    try:  # Optuna reads every attribute as JSON, and a damaged one stops it anywhere
         study.get_trials(deepcopy=False)
-    except ValueError as e:
+        stored = study.user_attrs
+    except (TypeError, ValueError) as e:
         raise DnasError(
-            f"study {config.study_name!r} in {config.storage_url}: a trial's stored attributes"
-            f" are not JSON ({e}); the database is damaged: repair it, or give another --study"
+            f"study {config.study_name!r} in {config.storage_url}: its stored attributes are not"
+            f" JSON ({e}); the database is damaged: repair it, or give another --study"
         ) from None
     if [d.name.lower() for d in study.directions] != directions:
         was = "pareto" if len(study.directions) == 2 else "accuracy"
@@ -153,10 +154,10 @@ def open_study(config: SearchConfig) -> optuna.Study:
             f"study {config.study_name!r} was created with --objective {was}; use that,"
             " or another --study"
         )
-    _check_same_problem(study.user_attrs, config)
+    _check_same_problem(stored, config)
     with _experimental():
         study.set_metric_names(["val_acc", config.cost.value] if pareto_study else ["val_acc"])
-    if "budgets" not in study.user_attrs:  # what the report needs to draw the study
+    if "budgets" not in stored:  # what the report needs to draw the study
         for key, value in (("budgets", list(config.budgets)), ("dataset", config.dataset),
                            ("space", config.space.value), ("objective", config.objective.value),
                            ("cost", config.cost.value)):  # fmt: skip
@@ -176,6 +177,8 @@ def _check_same_problem(stored: dict, config: SearchConfig) -> None:
         was = stored.get(key, value)
         if was == value or (key == "budgets" and _same_budgets(was, value)):
             continue
+        if key == "dataset" and _folder(was) is not None and _folder(was) == _folder(value):
+            continue  # one image folder, spelt another way (~/d, /home/u/d, d/)
         if key == "budgets" and isinstance(was, list):
             option = " ".join(f"--budget {b}" for b in was)
         else:
@@ -183,6 +186,13 @@ def _check_same_problem(stored: dict, config: SearchConfig) -> None:
         raise DnasError(
             f"study {config.study_name!r} was created with {option}; use that, or another --study"
         )
+
+
+def _folder(dataset: object) -> Path | None:
+    """The folder an ``imagefolder:PATH`` dataset names, resolved; None for another dataset."""
+    if not isinstance(dataset, str) or not dataset.startswith("imagefolder:"):
+        return None
+    return Path(dataset.split(":", 1)[1]).expanduser().resolve()
 
 
 def _same_budgets(a: object, b: list[str]) -> bool:
@@ -544,7 +554,9 @@ def search(
     if stop:
         raise SearchFailed(f"stopped: {stop} (report: {summary.report})")
     if summary.complete == 0:
-        why = summary.first_failure or "no trial finished training within the time limit"
+        lost = f"{summary.lost} trial(s) ended with their worker (killed or out of memory)"
+        why = summary.first_failure or (lost if summary.lost else None)
+        why = why or "no trial finished training within the time limit"
         raise SearchFailed(f"no trained trial in study {config.study_name}: {why}")
     return summary
 

@@ -39,7 +39,7 @@ WAITING, RUNNING, TRAINED = "waiting", "running", "trained"
 OVER_BUDGET, SKIPPED, FAILED, PRUNED = "over budget", "skipped", "failed", "pruned"
 STOPPED = "stopped"  # trained to a lower rung only (multi-fidelity): not on the front
 REUSED = "reused"  # the same candidate as an earlier trial: its result, told again, not retrained
-LOST = "lost"  # interrupted, or its worker died mid-trial (killed, no heartbeat): queued again
+LOST = "lost"  # interrupted, or its worker died mid-trial (killed, no heartbeat): retried
 
 # The user-attribute keys: the storage of TrialRecord.
 _STARTED = "started_training"  # set when a trial starts training (it may not have finished)
@@ -458,7 +458,7 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
     elif trial.state == S.FAIL and failure:
         rec.state, rec.note = FAILED, failure
     elif trial.state == S.FAIL:  # interrupted, or failed by the heartbeat or fail_dead_trials
-        lost = "its worker stopped mid-trial (killed or lost); queued again"
+        lost = "its worker stopped mid-trial (killed, out of memory or lost)"
         rec.state, rec.note = LOST, interrupted or lost
     elif trial.state == S.PRUNED:
         rec.state = PRUNED

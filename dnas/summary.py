@@ -45,6 +45,7 @@ class SearchSummary:
     complete: int  # trained to the top rung: the only results on the front
     stopped: int  # stopped at a lower rung by successive halving
     failed: int
+    lost: int  # ended with their worker (killed, out of memory, Ctrl-C): not failed, not trained
     pruned: int
     rejected_over_budget: int  # proposals the budget guard refused (the target is zero)
     reused: int  # duplicates answered with an earlier trial's result, not retrained
@@ -90,6 +91,7 @@ def summarize(study: optuna.Study, config: SearchConfig, wall_time_s: float) -> 
         complete=len(done),
         stopped=sum(r.state == records.STOPPED for r in recs),
         failed=len(failures),
+        lost=sum(r.state == records.LOST for r in recs),
         pruned=sum(r.state == records.PRUNED for r in recs),
         rejected_over_budget=sum(r.state == records.OVER_BUDGET for r in recs),
         reused=sum(r.state == records.REUSED for r in recs),

@@ -150,8 +150,8 @@ class Unreadable:
 def _json(text: str) -> object:
     try:
         return json.loads(text)
-    except ValueError:
-        return Unreadable(text)
+    except (TypeError, ValueError):  # not JSON, or NULL
+        return Unreadable(str(text))
 
 
 def _children(conn: sa.Connection, study_id: int, table: sa.TableClause) -> sa.CursorResult:

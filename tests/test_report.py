@@ -441,11 +441,16 @@ def test_an_attribute_that_is_not_json_is_left_out_not_a_traceback(tmp_path, mon
     result = CliRunner().invoke(app, ["report", "demo", "--storage", "sqlite:///demo.db"])
     assert result.exit_code == 0, result.output
     assert "warning: trial 0: metrics=<not JSON: '[1,2'> is not a list" in result.stderr
+    with sqlite3.connect(tmp_path / "demo.db") as db:  # the study's own attributes too
+        db.execute("update study_user_attributes set value_json='{' where key='final'")
+    result = CliRunner().invoke(app, ["report", "demo", "--storage", "sqlite:///demo.db"])
+    assert result.exit_code == 0, result.output
+    assert "warning: study: its attributes are not JSON (a damaged database)" in result.stderr
     search = ["search", "-b", "1M-params", "--dataset", "fashion-mnist", "--train-subset", "300",
               "--val-size", "200",
               "--study", "demo", "--storage", "sqlite:///demo.db"]  # fmt: skip
     result = CliRunner().invoke(app, search)
     assert result.exit_code == 2 and result.output.startswith(
-        "Error: study 'demo' in sqlite:///demo.db: a trial's stored attributes are not JSON"
+        "Error: study 'demo' in sqlite:///demo.db: its stored attributes are not JSON"
     )
     assert len(result.output.splitlines()) == 1

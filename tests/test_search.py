@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import optuna
 import pytest
 from dnas_cli.main import app
@@ -239,6 +240,11 @@ def test_a_study_is_reopened_only_for_the_problem_it_was_created_for(tmp_path):
         with pytest.raises(DnasError, match=f"study 'mix' was created with {option}; use that"):
             open_study(tiny(tmp_path, study="mix", **kw))
     assert [t.number for t in open_study(tiny(tmp_path, study="mix")).trials] == []
+    folder = tiny(tmp_path, study="imf", dataset=f"imagefolder:{tmp_path}/d")
+    open_study(folder)
+    open_study(msgspec.structs.replace(folder, dataset=f"imagefolder:{tmp_path}/x/../d/"))
+    with pytest.raises(DnasError, match=f"created with --dataset imagefolder:{tmp_path}/d;"):
+        open_study(msgspec.structs.replace(folder, dataset=f"imagefolder:{tmp_path}/e"))
 
 
 def test_an_impossible_budget_on_an_image_folder_is_found_before_any_trial(tmp_path):
@@ -462,10 +468,11 @@ def test_a_trial_lost_with_its_worker_is_neither_a_failure_nor_trained_twice(tmp
     assert records.fail_dead_trials(study) == 1
     lost, retry = records.read_all(study)
     assert (lost.state, lost.started) == (records.LOST, True)
-    assert lost.note == "its worker stopped mid-trial (killed or lost); queued again"
+    assert lost.note == "its worker stopped mid-trial (killed, out of memory or lost)"
     assert (retry.state, retry.started) == (records.WAITING, False)
     summary = summarize(study, config, 1.0)
     assert (summary.trained, summary.failed, summary.first_failure) == (0, 0, None)
+    assert summary.lost == 1
 
 
 @pytest.mark.slow

@@ -167,14 +167,18 @@ class _StudyReader:
 
 
 def study_info(study: optuna.Study, records: list[TrialRecord]) -> StudyInfo:
-    r = _StudyReader(study.user_attrs)
+    try:
+        r = _StudyReader(study.user_attrs)
+        names = study.metric_names or []
+    except (TypeError, ValueError):  # Optuna reads them as JSON: a damaged database
+        r, names = _StudyReader({}), []
+        r.problems.append("its attributes are not JSON (a damaged database)")
     dataset, space, objective, cost = (
         r.text(k) for k in ("dataset", "space", "objective", "cost")
     )
     if cost is not None and cost not in COSTS:
         r.problems.append(f"cost={_shown(cost)} is not one of {', '.join(COSTS)}")
         cost = None
-    names = study.metric_names or []
     budgets, bad = [], []
     for text in r.listed("budgets", "budgets"):
         try:
