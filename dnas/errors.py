@@ -82,6 +82,9 @@ def check_replaceable(
     as /dev/stdout is a fine target too."""
     try:
         mode = path.lstat().st_mode
+        if streams and stat.S_ISLNK(mode):  # /dev/stdout: a link to this process's pipe or tty
+            with contextlib.suppress(OSError):
+                mode = path.stat().st_mode
         if streams and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
             return
         if not stat.S_ISREG(mode):
@@ -111,9 +114,13 @@ def write_atomic(path: Path, data: bytes, what: str) -> None:
     killed mid-write left goes with the next write (``STALE_WRITE_S``). A write the machine
     refuses (a full disk) is one line, and the old file stays."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: workers share pages
-    with contextlib.suppress(FileNotFoundError):  # a rename would replace a device, not write it
-        if not stat.S_ISREG(path.stat().st_mode):  # (as root, /dev/null for the whole machine)
-            raise DnasError(f"{what} {path}: not a plain file (a folder or device); give a file")
+    # A rename would replace a device or link, not write it: as root, /dev/null or /dev/stdout
+    # (a link to /proc/self/fd/1) for the whole machine.
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(path.lstat().st_mode):
+            raise DnasError(
+                f"{what} {path}: not a plain file (a folder, link or device); give a file"
+            )
     with writing(path, what):
         try:
             tmp.write_bytes(data)

@@ -174,8 +174,8 @@ class SpaceResult:
         writer.writeheader()
         writer.writerows(self.rows)
         data = text.getvalue().encode("utf-8")
-        try:
-            stream = not stat.S_ISREG(path.stat().st_mode)  # a pipe or device: written in place
+        try:  # a pipe, device or link (/dev/stdout) is written in place, through the link
+            stream = not stat.S_ISREG(path.lstat().st_mode)
         except FileNotFoundError:
             stream = False
         if not stream:  # a full disk leaves the old file, never a part of the new one

@@ -684,3 +684,17 @@ def test_a_report_dnas_could_not_write_is_found_before_the_trials(tmp_path, monk
     # `dnas report S --out reports/S/index.html` said ".../index.html/index.html: cannot write it"
     with pytest.raises(DnasError, match=r"^report .*/index.html: a file, not a folder; give a"):
         check_report(page)
+
+
+def test_a_link_is_written_through_or_refused_never_renamed_over(tmp_path, monkeypatch):
+    # As root, `--csv /dev/stdout` once renamed a regular file over /dev/stdout (a link to
+    # /proc/self/fd/1) for the whole machine. A stream follows the link; an atomic write refuses.
+    target = tmp_path / "real.csv"
+    target.write_text("")
+    (tmp_path / "out.csv").symlink_to(target)
+    args = ("space", "wrn", "-b", "100k-params", "--csv", "out.csv")
+    assert run_cli(tmp_path, monkeypatch, *args).exit_code == 0
+    assert (tmp_path / "out.csv").is_symlink() and target.read_text().startswith("name,family,")
+    with pytest.raises(DnasError, match=r"out.csv: not a plain file \(a folder, link or device\)"):
+        write_atomic(tmp_path / "out.csv", b"x", "report")
+    assert (tmp_path / "out.csv").is_symlink() and target.read_text().startswith("name,family,")
