@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from dnas.datasets import DatasetInfo, dataset_info
+from dnas.datasets import DatasetInfo, dataset_info, image_folder
 from dnas.errors import DnasError
 
 PadMode = Literal["zeros", "reflect"]
@@ -343,13 +343,10 @@ def load_data(
         DnasError: unknown dataset, data missing and not downloadable, or impossible sizes.
     """
     root = Path(data_dir) if data_dir is not None else default_data_dir()
-    if name.startswith("imagefolder:"):
-        if not name.split(":", 1)[1].strip():  # it would mean the current folder
+    if (source := image_folder(name)) is not None:
+        if not source.strip():  # it would mean the current folder
             raise DnasError("imagefolder: needs a folder: imagefolder:PATH")
-        info, (train_x, train_y, test_x, test_y) = _imagefolder(
-            Path(name.split(":", 1)[1]).expanduser()
-        )
-        source = name.split(":", 1)[1]
+        info, (train_x, train_y, test_x, test_y) = _imagefolder(Path(source).expanduser())
         val_default = max(1, round(IMAGEFOLDER_VAL_FRACTION * len(train_y)))
         augment = True
     else:

@@ -41,6 +41,13 @@ DatasetName = enum.Enum(  # type: ignore[misc]
 )
 
 
+def image_folder(name: object) -> str | None:
+    """The PATH of a dataset named ``imagefolder:PATH`` (as given); None for any other name."""
+    if isinstance(name, str) and name.startswith("imagefolder:"):
+        return name.split(":", 1)[1]
+    return None
+
+
 def dataset_info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]

@@ -25,7 +25,7 @@ import optuna
 from dnas import study as records
 from dnas.budget import needs_memory, parse_budgets, require_fits
 from dnas.config import DATA_SEED, Objective, Sampler, SearchConfig
-from dnas.datasets import DatasetInfo
+from dnas.datasets import DatasetInfo, image_folder
 from dnas.device import Device, visible_gpu, worker_gpu
 from dnas.errors import (
     DnasError,
@@ -177,7 +177,7 @@ def _check_same_problem(stored: dict, config: SearchConfig) -> None:
         was = stored.get(key, value)
         if was == value or (key == "budgets" and _same_budgets(was, value)):
             continue
-        if key == "dataset" and _folder(was) is not None and _folder(was) == _folder(value):
+        if key == "dataset" and (folder := _folder(was)) is not None and folder == _folder(value):
             continue  # one image folder, spelt another way (~/d, /home/u/d, d/)
         if key == "budgets" and isinstance(was, list):
             option = " ".join(f"--budget {b}" for b in was)
@@ -190,9 +190,8 @@ def _check_same_problem(stored: dict, config: SearchConfig) -> None:
 
 def _folder(dataset: object) -> Path | None:
     """The folder an ``imagefolder:PATH`` dataset names, resolved; None for another dataset."""
-    if not isinstance(dataset, str) or not dataset.startswith("imagefolder:"):
-        return None
-    return Path(dataset.split(":", 1)[1]).expanduser().resolve()
+    path = image_folder(dataset)
+    return None if path is None else Path(path).expanduser().resolve()
 
 
 def _same_budgets(a: object, b: list[str]) -> bool:
