@@ -83,8 +83,10 @@ def _experimental() -> Iterator[None]:
         yield
 
 
-def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
-    seed = config.seed
+def make_sampler(config: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler; local worker ``worker`` draws its own random stream. (Only the
+    sampler's: a trial trains with ``--seed`` + its number, whichever worker runs it.)"""
+    seed = (config.seed + 1000 * worker) % 2**32
     if config.sampler is Sampler.random:
         return optuna.samplers.RandomSampler(seed=seed)
     if config.sampler is Sampler.nsga2:
@@ -101,8 +103,9 @@ def _database_option(config: SearchConfig) -> str:
     return "--studies-dir" if config.storage is None else "the --storage database folder"
 
 
-def open_study(config: SearchConfig) -> optuna.Study:
-    """Create or load the study (safe when several workers start at once)."""
+def open_study(config: SearchConfig, worker: int = 0) -> optuna.Study:
+    """Create or load the study (safe when several workers start at once), with local worker
+    ``worker``'s sampler."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # dnas reports trials and failures itself
     pareto_study = config.objective is Objective.pareto
     directions = ["maximize", "minimize"] if pareto_study else ["maximize"]
@@ -125,7 +128,7 @@ def open_study(config: SearchConfig) -> optuna.Study:
                 storage=records.open_storage(config.storage_url),
                 study_name=config.study_name,
                 directions=directions,
-                sampler=make_sampler(config),
+                sampler=make_sampler(config, worker),
                 pruner=pruner,
                 load_if_exists=True,
             )
@@ -244,9 +247,11 @@ def run_worker(
     study: optuna.Study | None = None,
     on_trial: TrialCallback = lambda e: None,
     on_epoch: EpochCallback = lambda e: None,
+    worker: int = 0,
 ) -> str | None:
-    """Run trials in this process until the study has ``config.trials`` trained ones, the timeout
-    passes, or trials keep failing the same way (returned as the reason to stop)."""
+    """Run trials in this process (local worker ``worker``) until the study has
+    ``config.trials`` trained ones, the timeout passes, or trials keep failing the same way
+    (returned as the reason to stop)."""
     from dnas.data import load_data
     from dnas.device import device_name, resolve_device
 
@@ -254,7 +259,7 @@ def run_worker(
     if data is None:
         data = load_data(config.dataset, config.data_dir, config.device.value, config.val_size,
                          config.train_subset, DATA_SEED)  # fmt: skip
-    study = study or open_study(config)
+    study = study or open_study(config, worker)
     deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
 
     def counter(study: optuna.Study, exclude: int) -> int:
@@ -320,9 +325,7 @@ def _worker_entry(config: SearchConfig, index: int, threads: int, parent: int) -
     stop_with_parent(parent)  # and one killed outright sends nothing
     torch.set_num_threads(threads)
     try:
-        reason = run_worker(
-            msgspec.structs.replace(config, workers=1, seed=(config.seed + 1000 * index) % 2**32)
-        )
+        reason = run_worker(msgspec.structs.replace(config, workers=1), worker=index)
     except KeyboardInterrupt as e:  # Ctrl-C reaches every process; the parent says what is kept
         os._exit(143 if isinstance(e, Terminated) else 130)
     except DnasError as e:  # one line, as the parent's own (a full disk under the storage)

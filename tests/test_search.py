@@ -282,8 +282,8 @@ def test_a_worker_that_fails_by_itself_fails_the_search(tmp_path, monkeypatch, c
 
     config = tiny(tmp_path, trials=4, workers=2, space="wrn")
 
-    def run_worker(worker_config, *args, **kwargs):
-        if worker_config.seed == config.seed:  # worker 0 (worker i has seed + 1000 i)
+    def run_worker(worker_config, *args, worker=0, **kwargs):
+        if worker == 0:
             return None
         raise DnasError("the disk holding the study is full")
 
@@ -305,17 +305,32 @@ def test_each_local_worker_sees_one_of_the_gpus_its_parent_was_given(tmp_path, m
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-a1,GPU-b2")
 
-    def run_worker(config, *args, **kwargs):
-        (tmp_path / str(config.seed)).write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+    def run_worker(config, *args, worker=0, **kwargs):
+        text = f"{os.environ['CUDA_VISIBLE_DEVICES']} seed {config.seed}"
+        (tmp_path / str(worker)).write_text(text)
 
     monkeypatch.setattr(dnas.search, "run_worker", run_worker)
     config = SearchConfig(
         workers=3, device="cuda", trials=1, studies_dir=str(tmp_path / "s"), seed=2**32 - 1
-    )  # worker i has seed + 1000 i, wrapped to 32 bits
+    )
     assert dnas.search._run_processes(config, optuna.create_study(), lambda e: None) is None
     seen = {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()}
-    assert seen == {"4294967295": "GPU-a1", "999": "GPU-b2", "1999": "GPU-a1"}
+    seed = "seed 4294967295"  # a trial trains with the study's seed, whichever worker runs it
+    assert seen == {"0": f"GPU-a1 {seed}", "1": f"GPU-b2 {seed}", "2": f"GPU-a1 {seed}"}
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "GPU-a1,GPU-b2"  # the parent's own is kept
+
+
+def test_each_local_worker_samples_its_own_stream_from_the_study_seed():
+    # Worker i's sampler has seed + 1000 i, wrapped to 32 bits (the training seeds do not move:
+    # they once did, so a trial's result depended on which worker took it).
+    config = SearchConfig(sampler="random", seed=2**32 - 1)
+
+    def first(sampler):
+        return optuna.create_study(sampler=sampler).ask().suggest_float("x", 0, 1)
+
+    draws = [first(dnas.search.make_sampler(config, worker)) for worker in range(3)]
+    expected = [first(optuna.samplers.RandomSampler(seed=s)) for s in (2**32 - 1, 999, 1999)]
+    assert draws == expected and len(set(draws)) == 3
 
 
 # Runs the CLI with the second candidate's training blocked (after writing a marker file), so that
