@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from dnas.datasets import DatasetName
+from dnas.errors import is_stdout
 from dnas.proxies import Proxy
 from dnas.space import SPACES
 
@@ -110,6 +111,8 @@ def space(
             seconds = add_scores(rows, proxy, dataset.value, data_dir)
         if csv_path:
             result.write_csv(csv_path)
+            if is_stdout(csv_path):  # the CSV is this command's output: nothing to mix into it
+                return
         if as_json:
             print_json({**result.summary(), "rows": rows})
             return

@@ -102,6 +102,16 @@ def check_replaceable(
         )
 
 
+def is_stdout(path: Path) -> bool:
+    """Whether ``path`` names the very file, pipe or terminal this process's standard output goes
+    to (``--csv /dev/stdout``): written there through the open descriptor, at its place and in
+    its mode (appending after ``>>``), where opening the name again would start the file over."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(1))
+    except (OSError, ValueError):
+        return False
+
+
 # A temporary file of ``write_atomic`` untouched this long was left by a process killed while
 # writing it (the largest write, a checkpoint, takes seconds), not one still being written, by
 # this machine or another sharing the folder: the next write of the same file removes it.

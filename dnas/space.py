@@ -8,6 +8,7 @@ changes no cost: it is searched (``dnas.proposal``) but not enumerated here.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from dnas.budget import Budget, allows_all, needs_memory
 from dnas.cost import Cost, count
 from dnas.datasets import DatasetInfo
-from dnas.errors import DnasError, check_replaceable, write_atomic
+from dnas.errors import DnasError, check_replaceable, is_stdout, write_atomic, writing
 from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, WRNSpec
 
 
@@ -167,13 +168,19 @@ class SpaceResult:
         import stat
 
         path = Path(path)
-        ours = lambda head: head.startswith(CSV_HEAD.encode())  # noqa: E731
-        check_replaceable(path, "--csv", ours, streams=True)
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=list(self.rows[0]))
         writer.writeheader()
         writer.writerows(self.rows)
         data = text.getvalue().encode("utf-8")
+        if is_stdout(path):
+            with writing(path, "--csv"):
+                sys.stdout.flush()
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+            return
+        ours = lambda head: head.startswith(CSV_HEAD.encode())  # noqa: E731
+        check_replaceable(path, "--csv", ours, streams=True)
         try:  # a pipe, device or link (/dev/stdout) is written in place, through the link
             stream = not stat.S_ISREG(path.lstat().st_mode)
         except FileNotFoundError:
