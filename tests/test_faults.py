@@ -91,6 +91,7 @@ def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, 
         ('space = "resnet"', "space = 'resnet': expected one of all, densenet, densenet-bc, wrn"),
         ("seed = true", "seed = True: expected int"),
         ("budget = 5", "budget = 5: expected '1M-params' or a list"),
+        ('budget = ["1M-params", 2]', "budget[1] = 2: expected str"),
         ('budget = ["1M-params", "2M-params"]', "two params budgets, '1M-params' and '2M-params'"),
         ('timeout = "soon"', "timeout = 'soon': bad duration"),
         ("colour = 1", "unknown key 'colour'; a study file may set"),
@@ -346,7 +347,7 @@ def test_the_python_api_is_held_to_the_limits_too():
         ({"workers": 0}, "workers = 0: expected int >= 1"),
         ({"seed": -1}, "seed = -1: expected int >= 0"),
         ({"epochs": "3"}, "epochs = '3': expected int"),
-        ({"budgets": ("1M-params", 1)}, "budget[1] = ('1M-params', 1): expected str"),
+        ({"budgets": ("1M-params", 1)}, "budget[1] = 1: expected str"),  # not the whole list
         (
             {"space": "all-of-them"},
             "space = 'all-of-them': expected one of all, densenet, densenet-bc, wrn",
@@ -698,3 +699,22 @@ def test_a_link_is_written_through_or_refused_never_renamed_over(tmp_path, monke
     with pytest.raises(DnasError, match=r"out.csv: not a plain file \(a folder, link or device\)"):
         write_atomic(tmp_path / "out.csv", b"x", "report")
     assert (tmp_path / "out.csv").is_symlink() and target.read_text().startswith("name,family,")
+
+
+def test_csv_to_stdout_redirected_to_a_file_is_the_whole_output(tmp_path):
+    # `dnas space --csv /dev/stdout > rows.csv` opened the file again from its start, and the
+    # table printed after it overwrote the CSV's first lines; `>> log` lost what the log held.
+    log = tmp_path / "log.txt"
+    log.write_text("kept\n")
+    for name, mode in (("rows.csv", "w"), ("log.txt", "a")):
+        with open(tmp_path / name, mode) as stdout:
+            subprocess.run(
+                [sys.executable, "-m", "dnas_cli.main", "space", "wrn", "-b", "100k-params",
+                 "--csv", "/dev/stdout"],
+                stdout=stdout, stderr=subprocess.PIPE, cwd=tmp_path, check=True,
+            )  # fmt: skip
+    rows = (tmp_path / "rows.csv").read_text().splitlines()
+    assert rows[0].startswith("name,family,") and len(rows) > 2
+    assert all(line.count(",") == rows[0].count(",") for line in rows)  # only CSV lines
+    assert log.read_bytes() == b"kept\n" + (tmp_path / "rows.csv").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "rows.csv"]
