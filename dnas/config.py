@@ -10,6 +10,7 @@ dependencies, rejects unknown keys and wrong types in strict mode, and its error
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import re
@@ -266,6 +267,9 @@ def _explain(message: str, values: dict[str, Any], options: bool) -> str:
     if options:  # as the command line spells it
         shown = "--" + shown.replace("_", "-")
     value = values.get(key)
+    for index in re.findall(r"\[(\d+)\]", rest):  # budgets[1]: that element, not the list
+        with contextlib.suppress(IndexError, KeyError, TypeError):
+            value = value[int(index)]
     what = re.sub(r"Expected `(.+?)`(, got `\w+`)?", r"expected \1", what).replace(" | null", "")
     what = what.replace("Invalid enum value", "not one of")
     if key in ("space", "objective", "cost", "sampler", "device"):
