@@ -132,6 +132,20 @@ def _find_idx(name: str, data_dir: Path) -> Path | None:
     return None
 
 
+def _check_data_dir(root: Path) -> None:
+    """Refuse a ``--data-dir`` that is, or lies under, something other than a folder (/dev/null,
+    a file): torchvision's downloader would fail on it with a message about the download."""
+    existing = root.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "not a folder" if existing == root.absolute() else f"{existing} is not a folder"
+        raise DnasError(
+            f"--data-dir {root}: {what}; give the folder that holds the datasets, or a new one"
+            " for them to download into"
+        )
+
+
 def _load_idx_dir(d: Path) -> tuple[torch.Tensor, ...]:
     out = []
     for images, labels in IDX_FILES.values():
@@ -356,6 +370,7 @@ def load_data(
                 "imagenet is not trainable with dnas train;"
                 " use imagefolder:PATH for your own images"
             )
+        _check_data_dir(root)
         idx_dir = _find_idx(name, root) if name in ("mnist", "fashion-mnist") else None
         if idx_dir is not None:
             train_x, train_y, test_x, test_y = _load_idx_dir(idx_dir)

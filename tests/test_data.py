@@ -123,6 +123,21 @@ def test_missing_dataset_is_one_line_with_both_remedies(
     assert list(tmp_path.iterdir()) == []  # the failed download left no empty folders behind
 
 
+@pytest.mark.parametrize("name", ["cifar10", "fashion-mnist"])
+def test_a_data_dir_that_is_no_folder_is_refused_in_one_line(
+    tmp_path: Path, offline: None, name: str
+) -> None:
+    # /dev/null was reported as a dataset that "could not be downloaded (FileExistsError ...)";
+    # Fashion-MNIST was loaded from Debian's copy whatever --data-dir said.
+    (tmp_path / "file").write_text("")
+    for data_dir, why in ((os.devnull, "not a folder"), (tmp_path / "file" / "d", "is not a")):
+        with pytest.raises(
+            DnasError, match=f"^--data-dir {data_dir}: (.* )?{why}.*; give the folder"
+        ):
+            load_data(name, data_dir)
+    assert Path(os.devnull).is_char_device() and [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
 def test_unknown_dataset() -> None:
     with pytest.raises(DnasError, match="unknown dataset"):
         load_data("cifar11")
