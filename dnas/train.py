@@ -93,7 +93,8 @@ class TrainResult:
     final_val_acc: float | None
     test_acc: float | None  # only with eval_test
     test_loss: float | None
-    wall_time_s: float  # this process's time in train(), evaluation included
+    wall_time_s: float  # the run's: this call's time in train(), evaluation included, plus the
+    # epochs' (time_s) of the calls it resumed
     images_per_s: float  # training images per second of training-loop time
     diverged: bool = False
     reason: str | None = None  # why the run ended early: divergence, should_stop
@@ -164,6 +165,7 @@ def train(
     """
     t_call = time.perf_counter()
     run = setup(spec, data, config, run_dir, resume)
+    earlier_s = sum(m.get("time_s", 0.0) for m in run.metrics)  # a resumed run's epochs so far
     reason = None
     for epoch in range(len(run.metrics), run.recipe.epochs):
         stats = train_epoch(run, epoch, on_progress)
@@ -182,7 +184,7 @@ def train(
         if should_stop is not None and should_stop():
             reason = f"stopped by should_stop after epoch {epoch + 1}"
             break
-    return _finish(run, reason, time.perf_counter() - t_call)
+    return _finish(run, reason, earlier_s + time.perf_counter() - t_call)
 
 
 @dataclass
@@ -393,7 +395,8 @@ def _checkpoint_to_resume(
     if folder is not None and (others := folder.others()):
         raise DnasError(
             f"{folder.path} holds files that are not a run's ({', '.join(others[:3])}"
-            f"{', ...' if len(others) > 3 else ''}); give a new or empty folder as --out"
+            f"{', ...' if len(others) > 3 else ''}); move them away, or train in a new or empty"
+            " folder (dnas train --out)"
         )
     if not resume:
         if folder is not None and folder.holds_run():

@@ -211,6 +211,12 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path: Path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [m["train_loss"] for m in resumed.metrics] == [m["train_loss"] for m in full.metrics]
     assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 3
+    # The run's wall time covers its epochs before the resume too; resuming a finished run
+    # (nothing left to train) once wrote this call's milliseconds as the run's time.
+    epochs_s = [m["time_s"] for m in resumed.metrics]
+    assert resumed.wall_time_s >= sum(epochs_s) > epochs_s[0] > 0
+    again = train(spec, data, config, tmp_path / "cut", resume=True)
+    assert again.metrics == resumed.metrics and again.wall_time_s >= sum(epochs_s)
 
 
 class Prune(Exception):
