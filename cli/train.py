@@ -36,17 +36,17 @@ def train(
         Optional[int], typer.Option(min=1, help="Override the recipe's epochs.")
     ] = None,
     lr: Annotated[
-        Optional[float], typer.Option(min=0.0, help="Override the recipe's peak learning rate.")
+        Optional[float], typer.Option(help="Override the recipe's peak learning rate (> 0).")
     ] = None,
     batch_size: Annotated[
         Optional[int], typer.Option(min=1, help="Override the recipe's batch size.")
     ] = None,
     weight_decay: Annotated[
-        Optional[float], typer.Option(min=0.0, help="Override the recipe's weight decay.")
+        Optional[float], typer.Option(help="Override the recipe's weight decay (>= 0).")
     ] = None,
     warmup_epochs: Annotated[
         Optional[float],
-        typer.Option(min=0.0, help="Override the recipe's linear warm-up (epochs)."),
+        typer.Option(help="Override the recipe's linear warm-up (epochs, >= 0)."),
     ] = None,
     dropout: Annotated[
         Optional[float],

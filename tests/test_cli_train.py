@@ -240,6 +240,11 @@ def test_without_out_the_run_goes_under_studies(
     "option, message",
     [
         (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
+        # nan and negatives were Typer's "Input should be greater than or equal to 0"
+        (["--lr", "nan"], "lr must be a finite number > 0, got nan"),
+        (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
+        (["--weight-decay", "nan"], "weight_decay must be a finite number >= 0, got nan"),
+        (["--warmup-epochs", "-0.5"], "warmup_epochs must be a finite number >= 0, got -0.5"),
         (["--weight-decay", "inf"], "weight_decay must be a finite number >= 0, got inf"),
         (["--warmup-epochs", "inf"], "warmup_epochs must be a finite number >= 0, got inf"),
         (["--warmup-epochs", "11"], "warmup_epochs must be at most the run's 10 epochs, got 11.0"),
