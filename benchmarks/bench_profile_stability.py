@@ -10,6 +10,12 @@ reported figure of three runs within 10%. Beside each run, how far the machine's
 while it timed (``dnas.profile.Reference``), and whether each timing follows the reference's
 time from run to run (correlation; how far apart the runs are in reference units). Writes
 everything to --out as JSON.
+
+    --arm NAME KEY=VALUE[,KEY=VALUE...]   (repeatable)
+
+compares settings that only the environment can change (threads, OpenMP's wait policy, huge
+pages): the runs take turns between the arms (ABBA order, so that a machine slowing down meanwhile
+hurts none of them more), ``--runs`` each, and every arm gets its own figures.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -31,10 +38,19 @@ from dnas.profile import TIMED_S
 STATISTICS = ("min_ms", "q1_ms", "median_ms")
 
 
-def run_once(name: str, extra: list[str]) -> dict:
+def run_once(name: str, extra: list[str], env: dict[str, str]) -> dict:
     cmd = [sys.executable, "-m", "dnas_cli.main", "profile", name, "--json", *extra]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, env={**os.environ, **env}
+    )
     return json.loads(done.stdout)
+
+
+def parse_env(text: str) -> dict[str, str]:
+    pairs = [kv.split("=", 1) for kv in text.split(",") if kv]
+    if not all(len(p) == 2 and p[0] for p in pairs):
+        raise SystemExit(f"--arm: {text!r}: expected KEY=VALUE[,KEY=VALUE...]")
+    return dict(pairs)
 
 
 def apart(values: list[float]) -> float:
@@ -45,20 +61,50 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name", nargs="?", default="densenet-bc-100")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--arm", nargs=2, action="append", metavar=("NAME", "ENV"), default=[])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/profile_stability.json"))
     args, args.extra = ap.parse_known_args()  # the rest: more `dnas profile` options
-    runs, seconds = [], []
+    arms = {name: parse_env(env) for name, env in args.arm} or {"as is": {}}
+    runs: dict[str, list[dict]] = {a: [] for a in arms}
+    seconds: dict[str, list[float]] = {a: [] for a in arms}
     for i in range(args.runs):
-        t0 = time.perf_counter()
-        runs.append(run_once(args.name, args.extra))
-        seconds.append(time.perf_counter() - t0)
-        busy, drift = runs[-1]["cpu_busy_elsewhere"], runs[-1]["machine_drift"]
-        print(
-            f"run {i + 1}: {seconds[-1]:.0f} s, other processes {busy:.3f} cores,"
-            f" the machine's own speed moved {100 * drift:.1f}%, reference"
-            f" {runs[-1]['reference_ms']:.3f} ms",
-            flush=True,
-        )
+        for arm in list(arms) if i % 2 == 0 else reversed(list(arms)):
+            t0 = time.perf_counter()
+            runs[arm].append(run_once(args.name, args.extra, arms[arm]))
+            seconds[arm].append(time.perf_counter() - t0)
+            last = runs[arm][-1]
+            print(
+                f"run {i + 1}{'' if len(arms) == 1 else f' ({arm})'}: {seconds[arm][-1]:.0f} s,"
+                f" other processes {last['cpu_busy_elsewhere']:.3f} cores, the machine's own"
+                f" speed moved {100 * last['machine_drift']:.1f}%, reference"
+                f" {last['reference_ms']:.3f} ms",
+                flush=True,
+            )
+    results = {}
+    for arm, env in arms.items():
+        if len(arms) > 1:
+            print(f"--- {arm}: {env}")
+        results[arm] = {"env": env, "seconds_per_run": seconds[arm], **summarize(runs[arm])}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "name": args.name,
+        "runs": args.runs,
+        "extra": args.extra,
+        "timed_s": TIMED_S,  # dnas.profile's timed seconds per measurement, as this run had them
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    if len(arms) == 1:  # the layout of the results before arms
+        result |= results.popitem()[1]
+    else:
+        result["arms"] = results
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+def summarize(runs: list[dict]) -> dict:
+    """How far apart the runs' figures are, per variant and timing, printed and returned."""
     rows = []
     for v, what in itertools.product(range(len(runs[0]["speed"])), ("forward", "train_step")):
         variant = "memory-efficient" if runs[0]["speed"][v]["memory_efficient"] else "standard"
@@ -90,24 +136,13 @@ def main() -> None:
             f" correlation {row['correlation_with_reference']:.2f}, apart per reference"
             f" {100 * row['apart_per_reference']:.1f}%"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "name": args.name,
-        "runs": args.runs,
-        "extra": args.extra,
-        "seconds_per_run": seconds,
+    return {
         "statistic": runs[0]["statistic"],
-        "timed_s": TIMED_S,  # dnas.profile's timed seconds per measurement, as this run had them
         "cpu_busy_elsewhere": [r["cpu_busy_elsewhere"] for r in runs],
         "machine_drift": [r["machine_drift"] for r in runs],
         "reference_ms": [r["reference_ms"] for r in runs],
         "rows": rows,
-        "machine": platform.processor() or platform.machine(),
-        "cpu_count": torch.get_num_threads(),
-        "torch": torch.__version__,
     }
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -46,13 +46,14 @@ PATIENCE = 4
 # step moved 30% from one invocation to the next, its median 18%
 # (results/profile_stability_fastest.json); with the median and the runs below, any three
 # consecutive invocations agreed within 9.6% (results/profile_stability.json). On a later AMD
-# EPYC whose speed moves by itself (``Reference`` below), the worst three in a row of six series
-# of 5-15 runs were 13.5%, 10.4%, 8.8%, 9.3%, 13.2%, 13.9% and 11.7%
-# (results/profile_stability_avx512.json holds the last). Over 10-second windows of one process,
-# the fastest forward pass moved 25%, the median of ~35 runs 12%. Twice the timed seconds below
-# made it no better (15.6%, results/profile_stability_avx512_long.json): there the forward pass
-# slid from 126 to 113 ms over 13 runs (9 minutes) and jumped back to 131, a drift slower than
-# any run of the command can average over.
+# EPYC whose speed moves by itself (``Reference`` below), the worst three in a row of eight series
+# of 5-15 runs were 13.5%, 10.4%, 8.8%, 9.3%, 13.2%, 13.9%, 11.7% and 15.6%
+# (results/profile_stability_avx512*.json). Over 5-second windows of one process, the median
+# forward pass ranged over 36.7% and a fixed matrix product with it (correlation 0.90,
+# results/machine_drift_avx512.json). Twice the timed seconds below made it no better (15.6%,
+# results/profile_stability_avx512_long.json): the forward pass slid from 126 to 113 ms over 13
+# runs (9 minutes) and jumped back to 131, a drift slower than any run of the command can average
+# over. One thread or PyTorch's huge pages did not steady it (results/profile_arms_*.json).
 STATISTIC = "median: the middle of the timed runs (the fastest and slowest printed beside it)"
 PRECISION = 0.02  # runs go on until the median's standard error is within this share of it
 # A fixed matrix product on the same device and threads, timed in every turn beside the measured
