@@ -79,7 +79,9 @@ def space(
     csv_path: Annotated[
         Optional[Path],
         typer.Option(
-            "--csv", help="Also write every matching row to this CSV file.", parser=a_path
+            "--csv",
+            help="Also write every matching row to this CSV file (/dev/stdout: the CSV alone).",
+            parser=a_path,
         ),
     ] = None,
     proxy: Annotated[
