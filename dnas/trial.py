@@ -183,13 +183,12 @@ class TrialRunner:
 
         reached: dict[int, float] = {}
         promoted: list[str] = []
-        wall = 0.0
         for i, rung in enumerate(rungs):
             result = train(spec, self.data, tcfg, run_dir=run_dir, resume=i > 0, on_epoch=on_epoch,
                            should_stop=lambda r=rung: done[0] >= r,
                            on_progress=self._check_time)  # fmt: skip
-            wall += result.wall_time_s
-            records.record_result(trial, result.metrics, wall, result.images_per_s)
+            # each rung resumes the run: its wall time covers the rungs before it too
+            records.record_result(trial, result.metrics, result.wall_time_s, result.images_per_s)
             acc = result.final_val_acc
             if result.diverged or acc is None or math.isnan(acc):
                 raise RuntimeError(result.reason or "no validation accuracy")

@@ -96,6 +96,10 @@ def test_budget_is_never_exceeded_by_a_trained_trial(tmp_path):
         rec = records.read(t)
         assert rec.metrics[-1]["val_acc"] == pytest.approx(t.values[0]) == rec.val_acc
         assert rec.name and rec.device == device_name("cpu") and rec.wall_time_s > 0
+        # the run's time, its epochs' and no more: a rung that resumed the run once added the
+        # earlier rungs' epochs a second time
+        epochs_s = sum(m["time_s"] for m in rec.metrics)
+        assert epochs_s <= rec.wall_time_s <= t.duration.total_seconds()
     assert summary.rejected_over_budget == sum(
         1 for t in study.trials if t.user_attrs.get("rejected")
     )
