@@ -123,9 +123,7 @@ def train(
         load_spec(name_or_spec)  # a bad name fails before any data is loaded
         if resume:
             RunDir(out_dir).resume()  # a corrupt or foreign checkpoint fails before loading data
-        data = load_data(dataset, data_dir, dev, val_size, train_subset)
-        spec = load_spec(name_or_spec, data.info.num_classes, data.info.channels)
-        config = TrainConfig(
+        config = TrainConfig(  # a bad override fails before the data is loaded
             recipe=recipe.value,
             epochs=epochs,
             lr=lr,
@@ -143,6 +141,8 @@ def train(
             val_size=val_size,
             eval_test=eval_test,
         )
+        data = load_data(dataset, data_dir, dev, val_size, train_subset)
+        spec = load_spec(name_or_spec, data.info.num_classes, data.info.channels)
         run_dir = out_dir or default_run_dir(spec.name, data.info.name, seed)
         err.print(
             f"{spec.name} on {data.info.name}: {len(data.train_y):,} train,"

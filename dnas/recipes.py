@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -114,24 +115,32 @@ def resolve_recipe(
             recipe.warmup_epochs, 0.2 * fields.get("epochs", recipe.epochs)
         )
     recipe = Recipe(**{**recipe.__dict__, **fields})
-    for field, low in (("epochs", 1), ("batch_size", 1)):
-        if getattr(recipe, field) < low:
-            raise DnasError(f"{field} must be >= {low}, got {getattr(recipe, field)}")
-    if recipe.epochs > MAX_EPOCHS:
-        raise DnasError(f"epochs must be at most {MAX_EPOCHS:,}, got {recipe.epochs:,}")
-    if not 0 < recipe.lr < math.inf:
-        raise DnasError(f"lr must be a finite number > 0, got {recipe.lr}")
-    for field in ("weight_decay", "warmup_epochs"):
-        if not 0 <= getattr(recipe, field) < math.inf:
-            raise DnasError(f"{field} must be a finite number >= 0, got {getattr(recipe, field)}")
-    for field in ("lr", "weight_decay"):  # the optimizer keeps them beside float32 weights
-        if (value := getattr(recipe, field)) > FLOAT32_MAX:
-            raise DnasError(f"{field} must be at most {FLOAT32_MAX:.4g}, got {value}")
+    check_values(recipe.__dict__)
     if recipe.warmup_epochs > recipe.epochs:
         raise DnasError(
             f"warmup_epochs must be at most the run's {recipe.epochs} epochs,"
             f" got {recipe.warmup_epochs}"
         )
-    if not 0.0 <= recipe.dropout < 1.0:
-        raise DnasError(f"dropout must be in [0, 1), got {recipe.dropout}")
     return recipe
+
+
+def check_values(values: Mapping[str, object]) -> None:
+    """Refuse an out-of-range training value among ``values`` (field name -> value; the fields
+    of a ``Recipe``, None or absent ones skipped): what ``resolve_recipe`` checks, and the
+    overrides of a run before its data is loaded."""
+    get = values.get
+    for field in ("epochs", "batch_size"):
+        if (value := get(field)) is not None and value < 1:
+            raise DnasError(f"{field} must be >= 1, got {value}")
+    if (epochs := get("epochs")) is not None and epochs > MAX_EPOCHS:
+        raise DnasError(f"epochs must be at most {MAX_EPOCHS:,}, got {epochs:,}")
+    if (lr := get("lr")) is not None and not 0 < lr < math.inf:
+        raise DnasError(f"lr must be a finite number > 0, got {lr}")
+    for field in ("weight_decay", "warmup_epochs"):
+        if (value := get(field)) is not None and not 0 <= value < math.inf:
+            raise DnasError(f"{field} must be a finite number >= 0, got {value}")
+    for field in ("lr", "weight_decay"):  # the optimizer keeps them beside float32 weights
+        if (value := get(field)) is not None and value > FLOAT32_MAX:
+            raise DnasError(f"{field} must be at most {FLOAT32_MAX:.4g}, got {value}")
+    if (dropout := get("dropout")) is not None and not 0.0 <= dropout < 1.0:
+        raise DnasError(f"dropout must be in [0, 1), got {dropout}")

@@ -33,7 +33,7 @@ from dnas.data import DataSplits, batches
 from dnas.device import available_memory, bf16_by_default, device_name, keep_freed_memory
 from dnas.errors import DnasError
 from dnas.models import build
-from dnas.recipes import Recipe, resolve_recipe
+from dnas.recipes import Recipe, check_values, resolve_recipe
 from dnas.spec import Spec
 
 EVAL_BATCH = 500
@@ -64,6 +64,9 @@ class TrainConfig:
     train_subset: int | None = None  # recorded here; applied by load_data
     val_size: int | None = None  # recorded here; applied by load_data
     eval_test: bool = False  # evaluate the final weights on the test set
+
+    def __post_init__(self) -> None:
+        check_values(self.__dict__)  # a bad override fails here, before any data is loaded
 
     def recipe_for(self, spec: Spec, data: DataSplits) -> Recipe:
         return resolve_recipe(

@@ -236,6 +236,27 @@ def test_without_out_the_run_goes_under_studies(
     assert (run / "checkpoint.pt").is_file() and (run / "result.json").is_file()
 
 
+def test_a_bad_override_is_refused_before_the_data_is_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without Typer's ranges, `--lr -1` on a fresh machine downloaded CIFAR-10 before refusing.
+    import dnas.data
+
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr(dnas.data, "load_data", no_data)
+    for option, message in [
+        (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
+        (["--weight-decay", "nan"], "weight_decay must be a finite number >= 0, got nan"),
+        (["--dropout", "1"], "dropout must be in [0, 1), got 1.0"),
+        (["--batch-size", "0"], "Invalid value for '--batch-size'"),  # Typer's own range
+    ]:
+        r = runner.invoke(app, ["train", *TINY, *option, "--out", str(tmp_path / "run")])
+        assert r.exit_code == 2 and message in r.output.strip().splitlines()[-1], r.output
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "option, message",
     [
