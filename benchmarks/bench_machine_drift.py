@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--name", default="densenet-bc-100")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/machine_drift.json"))
     args = ap.parse_args()
+    if not 1.0 <= args.window <= args.seconds / 3:
+        ap.error("--window: from 1 second to a third of --seconds (three windows at least)")
     keep_freed_memory()  # as `dnas profile` runs
     torch.manual_seed(0)
     model = build(parse_name(args.name)).eval()

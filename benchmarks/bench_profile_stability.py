@@ -2,6 +2,8 @@
 
     python benchmarks/bench_profile_stability.py [NAME] [--runs 5] [dnas profile options]
 
+(Give NAME first: after them, a profile option's value could be taken for NAME.)
+
 Runs the command ``--runs`` times back to back, each in a fresh process as a user would, and for
 every timing (forward and training step of each variant) prints how far apart the runs are:
 (largest - smallest) / smallest, for the reported figure and for each statistic of the timed
@@ -64,6 +66,8 @@ def main() -> None:
     ap.add_argument("--arm", nargs=2, action="append", metavar=("NAME", "ENV"), default=[])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/profile_stability.json"))
     args, args.extra = ap.parse_known_args()  # the rest: more `dnas profile` options
+    if len({name for name, _ in args.arm}) < len(args.arm):
+        raise SystemExit("--arm: each arm needs a name of its own")
     arms = {name: parse_env(env) for name, env in args.arm} or {"as is": {}}
     runs: dict[str, list[dict]] = {a: [] for a in arms}
     seconds: dict[str, list[float]] = {a: [] for a in arms}

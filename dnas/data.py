@@ -136,9 +136,15 @@ def _check_data_dir(root: Path) -> None:
     """Refuse a ``--data-dir`` that is, or lies under, something other than a folder (/dev/null,
     a file): torchvision's downloader would fail on it with a message about the download."""
     existing = root.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
+    try:
+        if existing.is_symlink() and not existing.exists():
+            raise DnasError(f"--data-dir {root}: a link to nothing; give a folder")
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        folder = existing.is_dir()
+    except OSError as e:  # a folder this user may not look into
+        raise DnasError(f"--data-dir {root}: cannot look into it ({e.strerror or e})") from None
+    if not folder:
         what = "not a folder" if existing == root.absolute() else f"{existing} is not a folder"
         raise DnasError(
             f"--data-dir {root}: {what}; give the folder that holds the datasets, or a new one"

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -100,6 +101,16 @@ def check_replaceable(
             f"{what} {path}: the file exists and dnas did not write it; give a new file name, or"
             " move the file away"
         )
+
+
+def write_stdout(data: bytes) -> None:
+    """``data`` to file descriptor 1 after what Python's sys.stdout holds (a notebook's
+    sys.stdout has no descriptor of its own, the process's does)."""
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        sys.stdout.flush()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view) :]
 
 
 def is_stdout(path: Path) -> bool:

@@ -47,7 +47,7 @@ PATIENCE = 4
 # (results/profile_stability_fastest.json); with the median and the runs below, any three
 # consecutive invocations agreed within 9.6% (results/profile_stability.json). On a later AMD
 # EPYC whose speed moves by itself (``Reference`` below), the worst three in a row of eight series
-# of 5-15 runs were 13.5%, 10.4%, 8.8%, 9.3%, 13.2%, 13.9%, 11.7% and 15.6%
+# of 5-15 runs were 13.5%, 10.4%, 8.8%, 9.3%, 13.2%, 13.9%, 11.7% and 17.2%
 # (results/profile_stability_avx512*.json). Over 5-second windows of one process, the median
 # forward pass ranged over 36.7% and a fixed matrix product with it (correlation 0.90,
 # results/machine_drift_avx512.json). Twice the timed seconds below made it no better (15.6%,

@@ -8,7 +8,6 @@ changes no cost: it is searched (``dnas.proposal``) but not enumerated here.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,7 +15,14 @@ from pathlib import Path
 from dnas.budget import Budget, allows_all, needs_memory
 from dnas.cost import Cost, count
 from dnas.datasets import DatasetInfo
-from dnas.errors import DnasError, check_replaceable, is_stdout, write_atomic, writing
+from dnas.errors import (
+    DnasError,
+    check_replaceable,
+    is_stdout,
+    write_atomic,
+    write_stdout,
+    writing,
+)
 from dnas.spec import WRN_BLOCK_TYPES, DenseNetSpec, Spec, WRNSpec
 
 
@@ -175,9 +181,7 @@ class SpaceResult:
         data = text.getvalue().encode("utf-8")
         if is_stdout(path):
             with writing(path, "--csv"):
-                sys.stdout.flush()
-                sys.stdout.buffer.write(data)
-                sys.stdout.flush()
+                write_stdout(data)
             return
         ours = lambda head: head.startswith(CSV_HEAD.encode())  # noqa: E731
         check_replaceable(path, "--csv", ours, streams=True)

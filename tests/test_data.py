@@ -136,6 +136,21 @@ def test_a_data_dir_that_is_no_folder_is_refused_in_one_line(
         ):
             load_data(name, data_dir)
     assert Path(os.devnull).is_char_device() and [p.name for p in tmp_path.iterdir()] == ["file"]
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    with pytest.raises(DnasError, match=r"/link: a link to nothing; give a folder$"):
+        load_data(name, tmp_path / "link")
+
+
+def test_a_data_dir_that_cannot_be_looked_into_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a user without the right to look into it (root may look anywhere: patched here).
+    def refused(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "is_symlink", refused)
+    with pytest.raises(DnasError, match=r"^--data-dir /root/d: cannot look into it \(Permission"):
+        load_data("cifar10", "/root/d")
 
 
 def test_unknown_dataset() -> None:
