@@ -367,7 +367,19 @@ class RunDir:
             names = [f.name for f in self.path.iterdir()]
         except OSError as e:
             raise DnasError(f"--out {self.path}: cannot read it ({e.strerror or e})") from None
-        return sorted(n for n in names if n not in ours and not n.startswith("."))
+        others = [n for n in names if n not in ours and not n.startswith(".")]
+        if CONFIG in names and not self._config_is_ours():  # a user's config.json, say
+            others.append(CONFIG)
+        return sorted(others)
+
+    def _config_is_ours(self) -> bool:
+        """Whether config.json is one that ``start`` wrote (a JSON object with the run's
+        provenance and command line), not a user's file of the same name."""
+        try:
+            info = json.loads(self.config_file.read_bytes()[: 1 << 20])
+        except (OSError, ValueError):
+            return False
+        return isinstance(info, dict) and isinstance(info.get("versions"), dict) and "argv" in info
 
     def resume(self) -> dict:
         """The checkpoint to continue from; each error also says what to do instead."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnas.checkpoint import load_checkpoint, load_model, spec_from_dict
+from dnas.checkpoint import RunDir, load_checkpoint, load_model, spec_from_dict
 from dnas.data import DataSplits
 from dnas.datasets import DatasetInfo
 from dnas.errors import DnasError
@@ -326,6 +326,25 @@ def test_a_folder_of_other_files_is_not_a_run_folder(tmp_path: Path) -> None:
         with pytest.raises(DnasError, match=r"holds files that are not a run's \(HEAD\)"):
             train(tiny(), tiny_data(), FAST, tmp_path, resume=resume)
     assert _snapshot(tmp_path) == before
+
+
+def test_a_users_config_json_is_never_replaced(tmp_path: Path) -> None:
+    # A folder holding only config.json counts as a run stopped before its first epoch, which a
+    # new run replaces: a user's own config.json was replaced with it.
+    (tmp_path / "config.json").write_text('{"mine": true}\n')
+    before = _snapshot(tmp_path)
+    with pytest.raises(DnasError, match=r"holds files that are not a run's \(config.json\)"):
+        train(tiny(), tiny_data(), FAST, tmp_path)
+    assert _snapshot(tmp_path) == before
+    run = tmp_path / "run"  # dnas's own config.json, left by a run stopped early, is replaced
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(), tiny_data(), FAST, run, on_progress=_interrupt)
+    assert RunDir(run).others() == [] and not RunDir(run).holds_run()
+    assert train(tiny(), tiny_data(), FAST, run).metrics
+
+
+def _interrupt(*args: object) -> None:
+    raise KeyboardInterrupt
 
 
 def test_mismatched_classes_are_refused() -> None:
