@@ -67,6 +67,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_values(self.__dict__)  # a bad override fails here, before any data is loaded
+        if self.val_size is not None and self.val_size < 1:
+            raise DnasError(
+                f"val_size must be >= 1 (a run is judged and selected on its validation"
+                f" images), got {self.val_size}"
+            )
 
     def recipe_for(self, spec: Spec, data: DataSplits) -> Recipe:
         return resolve_recipe(

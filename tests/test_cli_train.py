@@ -251,6 +251,8 @@ def test_a_bad_override_is_refused_before_the_data_is_loaded(
         (["--weight-decay", "nan"], "weight_decay must be a finite number >= 0, got nan"),
         (["--dropout", "1"], "dropout must be in [0, 1), got 1.0"),
         (["--batch-size", "0"], "Invalid value for '--batch-size'"),  # Typer's own range
+        # trained an epoch, then a traceback: the epoch's validation loss was None
+        (["--val-size", "0"], "val_size must be >= 1 (a run is judged and selected on its"),
     ]:
         r = runner.invoke(app, ["train", *TINY, *option, "--out", str(tmp_path / "run")])
         assert r.exit_code == 2 and message in r.output.strip().splitlines()[-1], r.output
