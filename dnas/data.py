@@ -217,6 +217,11 @@ def _image_classes(d: Path) -> tuple[list[str], list[tuple[str, int]]]:
         raise DnasError(
             f"imagefolder:{d}: no subfolders; give a folder with one subfolder per class"
         )
+    if len(classes) == 1:  # every image would be right: 100% accuracy that means nothing
+        raise DnasError(
+            f"imagefolder:{d}: one class folder ({classes[0]}); a classifier needs two or more,"
+            " one subfolder per class"
+        )
 
     def identity(folder: str | Path) -> tuple[int, int] | None:
         try:
