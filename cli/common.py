@@ -46,6 +46,17 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         raise typer.Exit(130) from None
+    except Exception as e:  # a study database that fails while read (damaged inside, say)
+        from dnas.study import storage_failure
+
+        if (why := storage_failure(e)) is None:
+            raise
+        typer.echo(
+            f"Error: the study's database failed: {why}; if it is damaged (malformed), restore"
+            " it from a copy or start afresh under another --study",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
 
 def a_path(value: str | Path) -> Path:

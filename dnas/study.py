@@ -152,6 +152,8 @@ def load_study(name: str, storage: str | None = None) -> optuna.Study:
     path = sqlite_path(url)
     if path is not None and not path.is_file():
         raise DnasError(f"no study database at {path}; give --storage URL for study {name!r}")
+    if path is not None:  # Optuna would turn any other file into a new, empty database
+        check_database(path)
     try:
         return optuna.load_study(study_name=name, storage=url)
     except KeyError:
@@ -159,6 +161,19 @@ def load_study(name: str, storage: str | None = None) -> optuna.Study:
         raise DnasError(f"no study {name!r} in {url}; studies there: {names}") from None
     except Exception as e:  # a bad URL, an unreachable server, a file that is not a database
         raise DnasError(f"cannot open storage {url!r}: {e}".splitlines()[0]) from None
+
+
+def check_database(path: Path) -> None:
+    """Refuse to open ``path`` for reading unless it is a SQLite database: an empty file or
+    another program's would be written over with an empty study database."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise DnasError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if head != b"SQLite format 3\x00":
+        what = "an empty file" if not head else "not a SQLite database"
+        raise DnasError(f"{path}: {what}, not a study database; give the study's database")
 
 
 def storage_base(storage: str | None) -> Path | None:

@@ -718,3 +718,36 @@ def test_csv_to_stdout_redirected_to_a_file_is_the_whole_output(tmp_path):
     assert all(line.count(",") == rows[0].count(",") for line in rows)  # only CSV lines
     assert log.read_bytes() == b"kept\n" + (tmp_path / "rows.csv").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "rows.csv"]
+
+
+def test_report_never_turns_a_file_into_a_database_and_a_damaged_one_is_one_line(
+    tmp_path, monkeypatch
+):
+    # `dnas report zz --storage sqlite:///notes.txt` made the empty notes.txt a 114 KB database;
+    # garbage inside a study's database was a traceback (StorageInternalError: malformed).
+    for content in (b"", b"my notes\n"):
+        (tmp_path / "notes.txt").write_bytes(content)
+        result = run_cli(tmp_path, monkeypatch, "report", "zz", "--storage",
+                         f"sqlite:///{tmp_path}/notes.txt")  # fmt: skip
+        assert result.exit_code == 2 and "not a study database" in result.output
+        assert (tmp_path / "notes.txt").read_bytes() == content
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="s", storage=url)
+    study.optimize(lambda t: t.set_user_attr("note", "x" * 300) or t.suggest_float("x", 0, 1), 100)
+    db = tmp_path / "s.db"
+    clean = db.read_bytes()
+    for share in (0.3, 0.4, 0.7, 0.8, 0.9):  # a page of the trials', not the schema's
+        page = int(len(clean) * share) // 4096 * 4096
+        db.write_bytes(clean[:page] + bytes(range(256)) * 16 + clean[page + 4096 :])
+        try:
+            optuna.load_study(study_name="s", storage=url).get_trials()
+        except optuna.exceptions.StorageInternalError:
+            break  # opens, fails while read
+        except Exception:  # noqa: S112 - fails when opened: another page
+            continue
+    else:
+        pytest.fail("no page found whose damage shows only when the trials are read")
+    result = run_cli(tmp_path, monkeypatch, "report", "s", "--storage", url)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: the study's database failed: database disk image is malformed")
