@@ -392,8 +392,9 @@ def _events(trials: list, numbers: list[int], config: SearchConfig) -> list[Tria
     if not numbers:
         return []
     recs = {t.number: records.read(t) for t in trials}
-    best = max((r.val_acc for r in recs.values() if r.state == records.TRAINED), default=None)
-    trained = sum(records.counts_towards_trials(t, config.training_key) for t in trials)
+    ours = [t.number for t in trials if records.counts_towards_trials(t, config.training_key)]
+    best = max((recs[n].val_acc for n in ours if recs[n].state == records.TRAINED), default=None)
+    trained = len(ours)  # a study reopened with other epochs, subset...: only this search's
     return [TrialEvent(recs[n], trained, config.trials, best) for n in numbers]
 
 

@@ -220,12 +220,26 @@ def test_a_rerun_with_other_training_settings_trains_its_own_trials(tmp_path, mo
     the 1-epoch trial, trained nothing, and failed with a wrong reason."""
     args = ("search", *SMALL, "--trials", "1", "--study", "s", "--initial-design", "0")
     assert run_cli(tmp_path, monkeypatch, *args).exit_code == 0
+    read = records.read
+
+    def better_elsewhere(trial):  # noqa: ANN001, ANN202 - the 1-epoch trial at 99%
+        rec = read(trial)
+        if rec.epochs == 1:
+            rec.val_acc = 0.99
+        return rec
+
+    monkeypatch.setattr(records, "read", better_elsewhere)
     result = run_cli(tmp_path, monkeypatch, *args, "--epochs", "2", "--json")
+    monkeypatch.setattr(records, "read", read)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["trained"] == summary["complete"] == 1
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/studies/s.db")
     assert sorted(records.read(t).epochs for t in study.trials if records.started(t)) == [1, 2]
+    # the progress line's best is this search's too (it once took the 1-epoch trial's)
+    (ours,) = [records.read(t) for t in study.trials if records.read(t).epochs == 2]
+    (progress,) = [line for line in result.stderr.splitlines() if "| best" in line]
+    assert progress.endswith(f"| best {ours.val_acc:.4f}")
 
 
 def test_search_with_no_trained_trial_exits_non_zero(tmp_path, monkeypatch):
