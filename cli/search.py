@@ -211,7 +211,8 @@ def _show(s) -> None:  # noqa: ANN001 - a SearchSummary
     out.print(
         f"trained {s.trained} candidates in {s.wall_time_s:.0f} s on {s.device} ({rungs}):"
         f" {s.complete} to the top rung, {s.stopped} stopped at a lower rung, {s.failed} failed,"
-        f" {s.pruned} pruned" + (f", {s.lost} lost with their worker" if s.lost else "")
+        f" {s.pruned} pruned"
+        + (f", {s.lost} interrupted or lost with their worker (queued again)" if s.lost else "")
     )
     out.print(
         f"over-budget proposals: {s.rejected_over_budget}; duplicates reused, not retrained:"

@@ -350,7 +350,8 @@ def record_failure(trial: optuna.Trial, reason: str) -> None:
 
 def record_interrupted(trial: optuna.Trial) -> None:
     """Stopped by Ctrl-C or SIGTERM while training: not a failure of its own (it does not count
-    towards ``--trials``), and queued again so that a rerun trains it."""
+    towards ``--trials``), and queued again, behind the trials already waiting: a rerun trains
+    it if ``--trials`` leaves room after them."""
     trial.set_user_attr("interrupted", "interrupted while training; queued again")
     trial.study.enqueue_trial(trial.params)
 
