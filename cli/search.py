@@ -199,7 +199,8 @@ class _Progress:
         elif r.state == "reused":
             what = f"{r.name}: {r.note} (val acc {r.val_acc:.4f})"
         else:
-            what = f"{r.name or '?'}: {r.state} {r.note}"
+            note = r.note if r.note.startswith(r.state) else f"{r.state} {r.note}".strip()
+            what = f"{r.name or '?'}: {note}"  # not "pruned pruned after epoch 1"
         best = "best -" if e.best_acc is None else f"best {e.best_acc:.4f}"
         count = f"{e.trained}/{e.target}" if e.target else f"{e.trained}"
         err.print(f"[{count} started] trial {r.number}: {what} | {best}", highlight=False)
@@ -207,9 +208,12 @@ class _Progress:
 
 def _show(s) -> None:  # noqa: ANN001 - a SearchSummary
     out.print(f"study {s.study} ({s.storage}) on {s.dataset}, budget {' and '.join(s.budgets)}")
-    rungs = f"rungs of {'/'.join(map(str, s.rungs))} epochs" if s.rungs else "Hyperband"
+    last = s.rungs[-1] if s.rungs else 0
+    rungs = f"rungs of {'/'.join(map(str, s.rungs))} epoch{'s' * (last != 1)}"
+    rungs = rungs if s.rungs else "Hyperband"
     out.print(
-        f"trained {s.trained} candidates in {s.wall_time_s:.0f} s on {s.device} ({rungs}):"
+        f"trained {s.trained} candidate{'s' * (s.trained != 1)} in all (this run"
+        f" {s.wall_time_s:.0f} s) on {s.device} ({rungs}):"
         f" {s.complete} to the top rung, {s.stopped} stopped at a lower rung, {s.failed} failed,"
         f" {s.pruned} pruned"
         + (f", {s.lost} interrupted or lost with their worker (queued again)" if s.lost else "")

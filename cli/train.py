@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dnas.device import Device
-from dnas.errors import DnasError
+from dnas.errors import DnasError, Terminated
 from dnas.recipes import RecipeName
 
 from .common import a_path, err, out, print_json, user_errors
@@ -149,16 +149,28 @@ def train(
             f" {len(data.val_y):,} val images ({data.source}); device {dev} ({device_name(dev)});"
             f" run directory {run_dir}"
         )
-        with _Progress() as progress:
-            result = run_train(
-                spec,
-                data,
-                config,
-                run_dir,
-                resume,
-                on_epoch=progress.epoch,
-                on_progress=progress.step,
+        try:
+            with _Progress() as progress:
+                result = run_train(
+                    spec,
+                    data,
+                    config,
+                    run_dir,
+                    resume,
+                    on_epoch=progress.epoch,
+                    on_progress=progress.step,
+                )
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say what is kept and how to go on
+            kept = RunDir(Path(run_dir)).holds_run()
+            what = "Terminated" if isinstance(e, Terminated) else "Interrupted"
+            how = (
+                f"the completed epochs are kept in {run_dir}; continue with the same command and"
+                f" --resume --out {run_dir}"
+                if kept
+                else f"no epoch was completed; {run_dir} holds nothing to resume"
             )
+            typer.echo(f"{what}: {how}", err=True)
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
         if as_json:
             print_json(result.to_dict())
         else:

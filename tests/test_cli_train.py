@@ -283,3 +283,27 @@ def test_non_finite_hyperparameters_are_refused_before_anything_is_written(
     r = runner.invoke(app, ["train", *TINY, *option, "--data-dir", str(idx), "--out", str(out)])
     assert r.exit_code == 2, r.output
     assert r.output.strip().splitlines()[-1] == f"Error: {message}" and not out.exists()
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_resume(
+    tmp_path: Path, idx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `dnas train` printed only "Interrupted." (search says how to resume; train did not)
+    import dnas_cli.train
+
+    def stop(self, epoch: int, metrics: dict) -> None:  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dnas_cli.train._Progress, "epoch", stop)
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--epochs", "2", "--data-dir", str(idx), "--out", str(out)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 130
+    assert r.output.strip().splitlines()[-1] == (
+        f"Interrupted: the completed epochs are kept in {out}; continue with the same command"
+        f" and --resume --out {out}"
+    )
+    monkeypatch.undo()
+    r = runner.invoke(app, [*args, "--resume"])
+    assert r.exit_code == 0, r.output
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
