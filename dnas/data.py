@@ -132,22 +132,22 @@ def _find_idx(name: str, data_dir: Path) -> Path | None:
     return None
 
 
-def _check_data_dir(root: Path) -> None:
+def _check_data_dir(root: Path, what: str = "--data-dir") -> None:
     """Refuse a ``--data-dir`` that is, or lies under, something other than a folder (/dev/null,
     a file): torchvision's downloader would fail on it with a message about the download."""
     existing = root.absolute()
     try:
         if existing.is_symlink() and not existing.exists():
-            raise DnasError(f"--data-dir {root}: a link to nothing; give a folder")
+            raise DnasError(f"{what} {root}: a link to nothing; give a folder")
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         folder = existing.is_dir()
     except OSError as e:  # a folder this user may not look into
-        raise DnasError(f"--data-dir {root}: cannot look into it ({e.strerror or e})") from None
+        raise DnasError(f"{what} {root}: cannot look into it ({e.strerror or e})") from None
     if not folder:
-        what = "not a folder" if existing == root.absolute() else f"{existing} is not a folder"
+        why = "not a folder" if existing == root.absolute() else f"{existing} is not a folder"
         raise DnasError(
-            f"--data-dir {root}: {what}; give the folder that holds the datasets, or a new one"
+            f"{what} {root}: {why}; give the folder that holds the datasets, or a new one"
             " for them to download into"
         )
 
@@ -381,7 +381,8 @@ def load_data(
                 "imagenet is not trainable with dnas train;"
                 " use imagefolder:PATH for your own images"
             )
-        _check_data_dir(root)
+        env = "DNAS_DATA" if os.environ.get("DNAS_DATA") else "the data cache"
+        _check_data_dir(root, "--data-dir" if data_dir is not None else env)
         idx_dir = _find_idx(name, root) if name in ("mnist", "fashion-mnist") else None
         if idx_dir is not None:
             train_x, train_y, test_x, test_y = _load_idx_dir(idx_dir)

@@ -136,6 +136,10 @@ def test_a_data_dir_that_is_no_folder_is_refused_in_one_line(
         ):
             load_data(name, data_dir)
     assert Path(os.devnull).is_char_device() and [p.name for p in tmp_path.iterdir()] == ["file"]
+    with pytest.MonkeyPatch.context() as env:  # named as the user named it
+        env.setenv("DNAS_DATA", os.devnull)
+        with pytest.raises(DnasError, match=f"^DNAS_DATA {os.devnull}: not a folder; give"):
+            load_data(name)
     (tmp_path / "link").symlink_to(tmp_path / "gone")
     with pytest.raises(DnasError, match=r"/link: a link to nothing; give a folder$"):
         load_data(name, tmp_path / "link")
