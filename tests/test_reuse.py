@@ -133,7 +133,9 @@ def test_a_page_never_replaces_a_file_dnas_did_not_write(tmp_path):
     notes.write_text("mine")
     for target in (notes, tmp_path):  # a user's file; a folder
         out = CliRunner().invoke(app, ["reuse", str(run), "--out", str(target)])
-        assert out.exit_code == 2 and out.output.startswith("Error: report")
+        assert out.exit_code == 2 and out.output.startswith(
+            f"Error: reuse --out {target}"
+        )  # it once said "report"
         assert len(out.output.strip().splitlines()) == 1
     assert notes.read_text() == "mine" and not (tmp_path / "plotly.min.js").exists()
     page = tmp_path / "page.html"

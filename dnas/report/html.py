@@ -89,13 +89,14 @@ def _plotlyjs(head: bytes) -> bool:
     return head.startswith(b"/**\n* plotly.js v")
 
 
-def write_plotlyjs(out_dir: Path) -> str:
-    """Write plotly.js beside a page and return its path relative to the page."""
+def write_plotlyjs(out_dir: Path, what: str = "report") -> str:
+    """Write plotly.js beside a page and return its path relative to the page; ``what`` names
+    the option that chose the folder in messages."""
     from plotly.offline import get_plotlyjs
 
     path = Path(out_dir) / PLOTLY_JS
-    check_replaceable(path, "report", _plotlyjs)
-    write_atomic(path, get_plotlyjs().encode(), "report")
+    check_replaceable(path, what, _plotlyjs)
+    write_atomic(path, get_plotlyjs().encode(), what)
     return path.name
 
 
@@ -119,7 +120,7 @@ def render_page(
 """
 
 
-def check_page(path: str | Path) -> None:
+def check_page(path: str | Path, what: str = "report") -> None:
     """Raise what ``write_page`` would refuse at ``path``: a file where its folder goes, or a
     page or plotly.js there that dnas did not write (a search checks before its trials)."""
     path = Path(path)
@@ -127,20 +128,29 @@ def check_page(path: str | Path) -> None:
         if folder.exists():
             if not folder.is_dir():
                 raise DnasError(
-                    f"report {folder}: a file, not a folder; give a folder for the page"
+                    f"{what} {folder}: a file, not a folder; give a folder for the page"
                 )
             break
-    check_replaceable(path, "report", _our_page)
-    check_replaceable(path.parent / PLOTLY_JS, "report", _plotlyjs)
+    check_replaceable(path, what, _our_page)
+    check_replaceable(path.parent / PLOTLY_JS, what, _plotlyjs)
 
 
-def write_page(path: str | Path, title: str, body: str, figures: Figures, *, js: str = "") -> Path:
-    """Write a page that opens offline: ``path``, and plotly.js beside it."""
+def write_page(
+    path: str | Path,
+    title: str,
+    body: str,
+    figures: Figures,
+    *,
+    js: str = "",
+    what: str = "report",
+) -> Path:
+    """Write a page that opens offline: ``path``, and plotly.js beside it; ``what`` names the
+    option that chose ``path`` in messages (``report``, ``reuse --out``)."""
     path = Path(path)
     page = render_page(title, body, figures, script=PLOTLY_JS, js=js)
-    check_page(path)  # before plotly.js goes beside it
-    with writing(path, "report"):
+    check_page(path, what)  # before plotly.js goes beside it
+    with writing(path, what):
         path.parent.mkdir(parents=True, exist_ok=True)
-    write_plotlyjs(path.parent)
-    write_atomic(path, page.encode(), "report")
+    write_plotlyjs(path.parent, what)
+    write_atomic(path, page.encode(), what)
     return path

@@ -92,4 +92,4 @@ def write_reuse_page(result: DenseNetReuse | WRNReuse, path: str | Path) -> Path
     definition."""
     grid, figures = reuse_grid(result, "reuse")
     body = f"<p class='note'>{esc(result.definition)}</p>{grid}"
-    return write_page(path, f"Feature reuse: {result.name}", body, figures)
+    return write_page(path, f"Feature reuse: {result.name}", body, figures, what="reuse --out")
