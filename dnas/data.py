@@ -11,6 +11,7 @@ does the same; it is what makes short trials cheap).
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import os
 from collections.abc import Iterator
@@ -143,6 +144,8 @@ def _check_data_dir(root: Path, what: str = "--data-dir") -> None:
             existing = existing.parent
         folder = existing.is_dir()
     except OSError as e:  # a folder this user may not look into
+        if e.errno == errno.ENAMETOOLONG:  # the command line says which name, shortened
+            raise
         raise DnasError(f"{what} {root}: cannot look into it ({e.strerror or e})") from None
     if not folder:
         why = "not a folder" if existing == root.absolute() else f"{existing} is not a folder"

@@ -302,7 +302,8 @@ def test_resume_with_other_options_or_model_is_refused(tmp_path: Path) -> None:
 def test_a_run_stopped_before_its_first_epoch_is_started_again(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text("{}")  # what `kill` during the first epoch leaves
+    ours = '{"spec": {}, "versions": {"dnas": "0.1.0"}, "argv": ["dnas", "train"]}'
+    (run / "config.json").write_text(ours)  # what `kill` during the first epoch leaves
     (run / "metrics.jsonl").write_text("")
     result = train(tiny(), tiny_data(), replace(FAST, epochs=1), run)
     assert len(result.metrics) == 1 and (run / "checkpoint.pt").is_file()
@@ -312,8 +313,9 @@ def test_a_run_stopped_before_its_first_epoch_is_started_again(tmp_path: Path) -
 def test_hidden_files_do_not_make_a_folder_foreign(tmp_path: Path) -> None:
     from dnas.checkpoint import RunDir
 
-    for name in (".DS_Store", ".nfs0001", ".checkpoint.pt.42.tmp", "config.json", "reuse.html"):
+    for name in (".DS_Store", ".nfs0001", ".checkpoint.pt.42.tmp", "reuse.html"):
         (tmp_path / name).write_text("x")
+    (tmp_path / "config.json").write_text('{"versions": {"dnas": "0.1.0"}, "argv": []}')
     assert RunDir(tmp_path).others() == []
     (tmp_path / "notes.txt").write_text("x")
     assert RunDir(tmp_path).others() == ["notes.txt"]
