@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
@@ -160,23 +160,29 @@ def train(
                     on_epoch=progress.epoch,
                     on_progress=progress.step,
                 )
-        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say what is kept and how to go on
-            kept = RunDir(Path(run_dir)).holds_run()
-            what = "Terminated" if isinstance(e, Terminated) else "Interrupted"
-            how = (
-                f"the completed epochs are kept in {run_dir}; continue with the same command and"
-                f" --resume --out {run_dir}"
-                if kept
-                else f"no epoch was completed; {run_dir} holds nothing to resume"
-            )
-            typer.echo(f"{what}: {how}", err=True)
-            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM
+            _stopped(e, Path(run_dir))
         if as_json:
             print_json(result.to_dict())
         else:
             _show(result)
         if result.diverged:
             raise typer.Exit(1)
+
+
+def _stopped(error: KeyboardInterrupt, run_dir: Path) -> NoReturn:
+    """Say what an interrupted run kept and how to go on; exit 130 (Ctrl-C) or 143 (SIGTERM)."""
+    from dnas.checkpoint import RunDir
+
+    what = "Terminated" if isinstance(error, Terminated) else "Interrupted"
+    how = (
+        f"the completed epochs are kept in {run_dir}; continue with the same command and"
+        f" --resume --out {run_dir}"
+        if RunDir(run_dir).holds_run()
+        else f"no epoch was completed; {run_dir} holds nothing to resume"
+    )
+    typer.echo(f"{what}: {how}", err=True)
+    raise typer.Exit(143 if isinstance(error, Terminated) else 130) from None
 
 
 class _Progress:
