@@ -208,9 +208,9 @@ class _Progress:
 
 def _show(s) -> None:  # noqa: ANN001 - a SearchSummary
     out.print(f"study {s.study} ({s.storage}) on {s.dataset}, budget {' and '.join(s.budgets)}")
-    last = s.rungs[-1] if s.rungs else 0
-    rungs = f"rungs of {'/'.join(map(str, s.rungs))} epoch{'s' * (last != 1)}"
-    rungs = rungs if s.rungs else "Hyperband"
+    rungs = "Hyperband"
+    if s.rungs:
+        rungs = f"rungs of {'/'.join(map(str, s.rungs))} epoch{'s' * (s.rungs[-1] != 1)}"
     out.print(
         f"trained {s.trained} candidate{'s' * (s.trained != 1)} in all (this run"
         f" {s.wall_time_s:.0f} s) on {s.device} ({rungs}):"
