@@ -23,7 +23,7 @@ from dnas.budget import parse_budgets
 from dnas.device import Device
 from dnas.errors import DnasError, read_small_file
 from dnas.recipes import FLOAT32_MAX, MAX_EPOCHS
-from dnas.study import check_study_name, default_storage, trial_root
+from dnas.study import check_lasting, check_study_name, default_storage, trial_root
 
 
 class Space(str, enum.Enum):
@@ -118,6 +118,7 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         if self.trials is None and self.timeout_s is None:
             raise DnasError("give --trials N or --timeout (e.g. 2h), or both")
         check_study_name(self.study_name)
+        check_lasting(self.storage_url)
         if self.min_epochs is not None and self.min_epochs > self.epochs:
             raise DnasError(
                 f"--min-epochs {self.min_epochs} is more than --epochs {self.epochs}: the first"

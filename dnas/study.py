@@ -81,11 +81,22 @@ def trial_dir(root: Path, number: int) -> Path:
     return root / f"trial-{number:05d}"
 
 
+def check_lasting(url: str) -> None:
+    """Refuse an in-memory SQLite database (``sqlite://``, ``sqlite:///:memory:``): each of its
+    connections sees an empty database of its own, and all of it is gone when dnas exits."""
+    if url in ("sqlite://", f"{SQLITE}:memory:") or "mode=memory" in url:
+        raise DnasError(
+            f"storage {url!r} is an in-memory database: the study would be lost when dnas exits;"
+            f" give a file, e.g. {SQLITE}studies/NAME.db"
+        )
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """Optuna's RDB storage with heartbeats: a killed worker's trial is failed after a 30 s grace
     period and queued again. SQLite waits for the file lock instead of failing."""
     import optuna
 
+    check_lasting(url)
     kwargs: dict = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
@@ -149,6 +160,7 @@ def load_study(name: str, storage: str | None = None) -> optuna.Study:
 
     check_study_name(name)
     url = storage or default_storage("studies", name)
+    check_lasting(url)
     path = sqlite_path(url)
     if path is not None and not path.is_file():
         raise DnasError(f"no study database at {path}; give --storage URL for study {name!r}")

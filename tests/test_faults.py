@@ -411,6 +411,21 @@ def test_other_empty_names_are_refused_too(tmp_path, monkeypatch, args, message)
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory"]
+)
+@pytest.mark.parametrize("command", ["search", "report"])
+def test_an_in_memory_database_is_refused_as_storage(tmp_path, monkeypatch, command, url):
+    # `dnas search --storage sqlite://` failed with "no such table": each connection had an empty
+    # database of its own, and the study would have been lost at exit anyway.
+    args = ("search", *SMALL, "--trials", "1") if command == "search" else ("report", "zz")
+    result = run_cli(tmp_path, monkeypatch, *args, "--storage", url)
+    assert result.exit_code == 2 and result.output.startswith(
+        f"Error: storage {url!r} is an in-memory database: the study would be lost when dnas"
+    )
+    assert len(result.output.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
 def test_a_file_given_as_run_folder_is_told_so(tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("mine")
     args = ("train", "wrn-10-1", "--dataset", "fashion-mnist", "--train-subset", "100",
