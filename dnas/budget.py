@@ -107,6 +107,13 @@ def human_bytes(n: float) -> str:
     return f"{n:g}"
 
 
+def bytes_text(n: float) -> str:
+    """2147483648 -> '2 GiB', 1536 -> '1.5 KiB', 512 -> '512 bytes' (for messages)."""
+    short = human_bytes(n)
+    unit = {"G": "GiB", "M": "MiB", "k": "KiB"}.get(short[-1])
+    return f"{short[:-1]} {unit}" if unit else f"{short} bytes"
+
+
 def require_fits(
     spec: Spec,
     available: int | None,

@@ -268,7 +268,7 @@ def search_space(
     """
     import time
 
-    from dnas.budget import human, human_bytes, parse_budgets
+    from dnas.budget import bytes_text, human, parse_budgets
     from dnas.datasets import dataset_info
 
     budgets = parse_budgets(budget_texts)
@@ -292,7 +292,7 @@ def search_space(
         if batch_size is not None:  # memory grows with depth: the shallowest of each shape
             least = min(with_memory(_shallowest(cands), batch_size, info, device),
                         key=lambda c: c.cost.memory)  # fmt: skip
-            memory = f" and {human_bytes(least.cost.memory)}iB of training memory at batch" \
+            memory = f" and {bytes_text(least.cost.memory)} of training memory at batch" \
                      f" {batch_size} ({least.spec.name})"  # fmt: skip
         which = "" if family == "all" else f"{family} "
         raise DnasError(

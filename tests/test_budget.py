@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dnas.budget import BudgetError, parse_budget, parse_budgets, require_fits
+from dnas.budget import BudgetError, bytes_text, parse_budget, parse_budgets, require_fits
 from dnas.cost import Cost, count
 from dnas.errors import DnasError
 from dnas.memory import training_memory
@@ -115,3 +115,17 @@ def test_a_batch_too_large_names_the_largest_that_fits():
     require_fits(spec, available, "cpu", fits // 2)
     with pytest.raises(DnasError, match="at batch 1 needs .* use a smaller model$"):
         require_fits(spec, training_memory(spec, 1, (32, 32)).peak - 1, "cpu", 1)
+
+
+@pytest.mark.parametrize(
+    "n, text",
+    [
+        (512, "512 bytes"),  # was "512iB": the unit was glued on whatever human_bytes gave
+        (1536, "1.5 KiB"),
+        (3 * 2**20, "3 MiB"),
+        (2**31, "2 GiB"),
+        (5.19e19 * 2**30, "5.19e+19 GiB"),  # was "5.19e+19GiB"
+    ],
+)
+def test_bytes_in_messages_carry_a_spaced_binary_unit(n, text):
+    assert bytes_text(n) == text
