@@ -131,6 +131,19 @@ def test_profile_densenet_table_has_memory_efficient_row():
     )
 
 
+def test_profile_table_shows_the_fastest_run_then_the_median_and_slowest(monkeypatch):
+    def runs(fns, *_):  # 30, 10 and 20 ms for every measurement; a steady reference
+        return *([0.030, 0.010, 0.020] for _ in fns), [0.001] * 3
+
+    monkeypatch.setattr("dnas.profile.time_runs", runs)
+    result = run("profile", "densenet-bc-10-k4", "--dataset", "fashion-mnist", "--batch-size", "2",
+                 "--no-memory-efficient")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "the fastest (median, slowest) of 3 forward" in result.output
+    assert result.output.count("10.0 (20.0, 30.0)") == 2  # forward and training step
+    assert "200.0" in result.output  # images per second at the fastest: 2 / 10 ms
+
+
 def test_profile_says_how_far_the_machine_itself_moved(monkeypatch):
     args = ("profile", "densenet-bc-10-k4", "--dataset", "fashion-mnist", "--batch-size", "2")
     monkeypatch.setattr("dnas.profile.machine_drift", lambda s: 0.0 if len(s) == 10 else None)
