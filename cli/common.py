@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from dnas.errors import DnasError, Terminated
+from dnas.errors import DnasError, Terminated, check_stop
 
 # Wide enough that names and exact counts are never cut when stdout is a pipe or a file.
 out = Console(width=None if sys.stdout.isatty() else 160)  # results
@@ -24,6 +24,7 @@ def user_errors() -> Iterator[None]:
     """Turn a user error into one line on stderr and exit code 2; let our own bugs show."""
     try:
         yield
+        check_stop()  # a Ctrl-C or SIGTERM that Python dropped on the way: not a success
     except DnasError as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(getattr(e, "exit_code", 2)) from None

@@ -169,13 +169,35 @@ class Terminated(KeyboardInterrupt):
     what finished is kept and worker processes stop with their parent (exit code 143)."""
 
 
+_received: type[KeyboardInterrupt] | None = None  # the Ctrl-C or SIGTERM this process was sent
+
+
 def stop_on_sigterm() -> None:
-    """From now on SIGTERM raises ``Terminated`` in this process's main thread."""
+    """From now on SIGTERM raises ``Terminated`` in this process's main thread, and Ctrl-C
+    (unless ignored, as in a shell's background job) ``KeyboardInterrupt``; both are remembered
+    for ``check_stop``."""
+    global _received
+    _received = None
 
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated()
+    def handler(kind: type[KeyboardInterrupt]) -> Callable[[int, object], None]:
+        def raise_it(signum: int, frame: object) -> None:
+            global _received
+            _received = kind
+            raise kind()
 
-    signal.signal(signal.SIGTERM, handler)
+        return raise_it
+
+    signal.signal(signal.SIGTERM, handler(Terminated))
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, handler(KeyboardInterrupt))
+
+
+def check_stop() -> None:
+    """Raise again a Ctrl-C or SIGTERM that Python dropped. One that arrives while a weakref or
+    garbage-collection callback runs (SQLAlchemy's, say) is printed as "Exception ignored" and
+    lost: a search went on to its last trial and exited 0. Called once per training step."""
+    if _received is not None:
+        raise _received()
 
 
 def stop_with_parent(parent: int, every_s: float = 1.0) -> None:

@@ -30,6 +30,7 @@ from dnas.device import Device, visible_gpu, worker_gpu
 from dnas.errors import (
     DnasError,
     Terminated,
+    check_stop,
     check_writable,
     interruption,
     stop_on_sigterm,
@@ -356,6 +357,7 @@ def _run_processes(
                 p.start()  # the worker's environment is this process's, now
             procs.append(p)
         while any(p.is_alive() for p in procs):
+            check_stop()
             procs[0].join(timeout=5)
             _report_new(study, config, reported, on_trial)
         _report_new(study, config, reported, on_trial)

@@ -31,7 +31,7 @@ from dnas.checkpoint import (
 )
 from dnas.data import DataSplits, batches
 from dnas.device import available_memory, bf16_by_default, device_name, keep_freed_memory
-from dnas.errors import DnasError
+from dnas.errors import DnasError, check_stop
 from dnas.models import build
 from dnas.recipes import Recipe, check_values, resolve_recipe
 from dnas.spec import Spec
@@ -300,6 +300,7 @@ def train_epoch(
     feed = batches(data.train_x, data.train_y, run.recipe.batch_size, data.mean, data.std,
                    run.gen, data.augment, pad, run.config.channels_last)  # fmt: skip
     for i, (x, y) in enumerate(feed):
+        check_stop()  # a Ctrl-C or SIGTERM that Python dropped: stop as if it had arrived now
         for group in run.optimizer.param_groups:
             group["lr"] = run.recipe.lr_at(epoch * steps + i, steps)
         with torch.autocast(device.type, torch.bfloat16, enabled=run.amp):

@@ -20,6 +20,7 @@ from dnas import study as records
 from dnas.budget import Budget, needs_memory
 from dnas.config import Objective, SearchConfig
 from dnas.cost import Cost, count
+from dnas.errors import check_stop
 from dnas.fidelity import Decision, decide
 from dnas.proposal import FeasibleSpace
 from dnas.spec import Spec
@@ -81,6 +82,7 @@ class TrialRunner:
         self.trial = trial
         records.record_worker(trial)  # first: a retried trial inherits its dead original's
         try:
+            check_stop()
             return self._run(trial)
         except optuna.TrialPruned as e:
             records.record_pruned(trial, str(e))

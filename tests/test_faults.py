@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import optuna
@@ -18,12 +19,14 @@ import pytest
 from dnas_cli.main import app
 from typer.testing import CliRunner
 
+from dnas import errors
 from dnas import study as records
 from dnas.config import SearchConfig, Space, make_config
 from dnas.errors import (
     STALE_WRITE_S,
     DnasError,
     Terminated,
+    check_stop,
     interruption,
     partial_writes,
     write_atomic,
@@ -581,6 +584,87 @@ def test_workers_stop_when_their_parent_is_killed_outright(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the session
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/studies/t.db")
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def _drop_a_signal(signum: int) -> list:
+    """Run this process's handler for ``signum`` inside a weakref callback, as when the signal
+    lands while SQLAlchemy's callbacks run: Python prints what it raises and drops it."""
+    dropped = []
+
+    class Box:
+        pass
+
+    box = Box()
+    handler = signal.getsignal(signum)
+    ref = weakref.ref(box, lambda _: handler(signum, None))  # noqa: F841 - kept until del box
+    hook, sys.unraisablehook = sys.unraisablehook, lambda u: dropped.append(u.exc_type)
+    try:
+        del box
+    finally:
+        sys.unraisablehook = hook
+    return dropped
+
+
+@pytest.mark.parametrize("signum, kind", [(signal.SIGTERM, Terminated),
+                                          (signal.SIGINT, KeyboardInterrupt)])  # fmt: skip
+def test_a_signal_python_dropped_is_raised_again_at_the_next_check(monkeypatch, signum, kind):
+    monkeypatch.setattr(errors, "_received", None)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        errors.stop_on_sigterm()
+        check_stop()  # nothing received: nothing raised
+        assert _drop_a_signal(signum) == [kind]
+        with pytest.raises(kind) as raised:
+            check_stop()
+        assert type(raised.value) is kind
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def test_a_command_that_finished_after_a_dropped_ctrl_c_exits_130(tmp_path, monkeypatch):
+    import dnas.space
+
+    monkeypatch.setattr(errors, "_received", None)
+    enumerate_space = dnas.space.search_space
+
+    def enumerate_then_drop(*args, **kwargs):  # noqa: ANN202
+        found = enumerate_space(*args, **kwargs)
+        assert _drop_a_signal(signal.SIGINT) == [KeyboardInterrupt]
+        return found
+
+    monkeypatch.setattr(dnas.space, "search_space", enumerate_then_drop)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = run_cli(tmp_path, monkeypatch, "space", "wrn", "-b", "100k-params")
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    assert result.exit_code == 130 and result.output.endswith("Interrupted.\n")
+
+
+def test_a_search_stops_on_a_sigterm_that_python_dropped(tmp_path, monkeypatch):
+    # `kill PID` landing in SQLAlchemy's weakref callback ("Exception ignored ... Terminated")
+    # was lost: the search trained all its trials and exited 0.
+    monkeypatch.setattr(errors, "_received", None)
+    record = records.record_result
+
+    def record_then_drop(*args, **kwargs):  # noqa: ANN202
+        record(*args, **kwargs)
+        assert _drop_a_signal(signal.SIGTERM) == [Terminated]
+
+    monkeypatch.setattr(records, "record_result", record_then_drop)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--trials", "4",
+                         "--initial-design", "0", "--study", "s")  # fmt: skip
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    assert result.exit_code == 143, result.output
+    assert "Error: terminated: 1 trained trials are kept" in result.output
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/studies/s.db")
+    assert len([t for t in study.trials if records.started(t)]) == 1
 
 
 @pytest.mark.slow
