@@ -21,7 +21,8 @@ from dnas.spec import Spec
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _BINARY = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}  # memory
 _BUDGET = re.compile(
-    r"^((?:\d+(?:\.\d+)?|\.\d+)(?:e[+-]?\d+)?)\s*([kmg]?)-(params|flops|memory)$", re.IGNORECASE
+    r"^((?:\d+(?:\.\d+)?|\.\d+)(?:e[+-]?\d+)?)\s*([kmg]?)-(params|flops|memory)$",
+    re.IGNORECASE | re.ASCII,  # digits 0-9 only: '２０k' made a study name of '__k'
 )
 EXAMPLE = "1M-params, 800k-params, 300M-flops, 0.5G-flops or 2G-memory"
 

@@ -47,6 +47,8 @@ def test_grammar(text, metric, limit):
         "1e-params",
         "1M-memory-params",
         "../1M-params",
+        "\uff12\uff10k-params",  # full-width digits: was 20k-params, in a study named '__k'
+        "\u0662\u0660k-params",  # Arabic-Indic digits
     ],  # fmt: skip
 )
 def test_malformed_budgets_say_how_to_write_one(text):
