@@ -211,12 +211,12 @@ def _show(s) -> None:  # noqa: ANN001 - a SearchSummary
     rungs = "Hyperband"
     if s.rungs:
         rungs = f"rungs of {'/'.join(map(str, s.rungs))} epoch{'s' * (s.rungs[-1] != 1)}"
+    lost = f", {s.lost} interrupted, cut by the time limit or lost with their worker"
     out.print(
         f"trained {s.trained} candidate{'s' * (s.trained != 1)} in all (this run"
         f" {s.wall_time_s:.0f} s) on {s.device} ({rungs}):"
         f" {s.complete} to the top rung, {s.stopped} stopped at a lower rung, {s.failed} failed,"
-        f" {s.pruned} pruned"
-        + (f", {s.lost} interrupted or lost with their worker (queued again)" if s.lost else "")
+        f" {s.pruned} pruned{lost + ' (queued again)' if s.lost else ''}"
     )
     out.print(
         f"over-budget proposals: {s.rejected_over_budget}; duplicates reused, not retrained:"

@@ -559,10 +559,14 @@ def search(
     if stop:
         raise SearchFailed(f"stopped: {stop} (report: {summary.report})")
     if summary.complete == 0:
-        lost = f"{summary.lost} trial(s) ended with their worker (killed or out of memory)"
-        why = summary.first_failure or (lost if summary.lost else None)
-        why = why or "no trial finished training within the time limit"
-        raise SearchFailed(f"no trained trial in study {config.study_name}: {why}")
+        why, limit = summary.first_failure, config.timeout_s
+        if why is None and limit is not None and summary.wall_time_s >= limit:
+            why = "no trial finished training within the time limit"
+            if summary.lost:
+                why += f"; {summary.lost} cut by it, queued again: a rerun trains them"
+        elif why is None and summary.lost:
+            why = f"{summary.lost} trial(s) ended with their worker (killed or out of memory)"
+        raise SearchFailed(f"no trained trial in study {config.study_name}: {why or 'none ran'}")
     return summary
 
 

@@ -348,7 +348,7 @@ def record_promoted(trial: optuna.Trial, decisions: list[str]) -> None:
 
 
 def record_pruned(trial: optuna.Trial, reason: str) -> None:
-    """Why the trial ended pruned: Hyperband, the time limit, a duplicate still training."""
+    """Why the trial ended pruned: Hyperband or a duplicate still training."""
     trial.set_user_attr("pruned", reason)
 
 
@@ -360,11 +360,13 @@ def record_failure(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr("failure", reason.splitlines()[0][:500] if reason else "failed")
 
 
-def record_interrupted(trial: optuna.Trial) -> None:
-    """Stopped by Ctrl-C or SIGTERM while training: not a failure of its own (it does not count
-    towards ``--trials``), and queued again, behind the trials already waiting: a rerun trains
-    it if ``--trials`` leaves room after them."""
-    trial.set_user_attr("interrupted", "interrupted while training; queued again")
+def record_interrupted(
+    trial: optuna.Trial, note: str = "interrupted while training; queued again"
+) -> None:
+    """Stopped by Ctrl-C, SIGTERM or the time limit while training: not a failure of its own (it
+    does not count towards ``--trials``), and queued again, behind the trials already waiting: a
+    rerun trains it if ``--trials`` leaves room after them."""
+    trial.set_user_attr("interrupted", note)
     trial.study.enqueue_trial(trial.params)
 
 

@@ -35,6 +35,12 @@ class StudyFull(optuna.TrialPruned):
     """Another worker took the study's last slot between this one's check and its proposal."""
 
 
+class CutByTimeLimit(Exception):
+    """``--timeout`` passed while the trial trained. The cut says nothing of the candidate: like
+    an interruption, it does not count towards ``--trials`` and is queued again (a rerun of the
+    command trains it), where a pruned trial would stay half-trained for good."""
+
+
 @dataclass(frozen=True)
 class EpochEvent:
     """What a progress display needs after each epoch of a trial."""
@@ -86,6 +92,9 @@ class TrialRunner:
             return self._run(trial)
         except optuna.TrialPruned as e:
             records.record_pruned(trial, str(e))
+            raise
+        except CutByTimeLimit as e:
+            records.record_interrupted(trial, f"{e}; queued again")
             raise
         except Exception as e:  # a bad proposal, an OOM, a bug: recorded, the study goes on
             records.record_failure(trial, f"{type(e).__name__}: {e}")
@@ -208,9 +217,9 @@ class TrialRunner:
 
     def _check_time(self, epoch: int, step: int, steps: int, running: dict) -> None:
         """Called every few training steps: past the deadline (``--timeout``), the trial ends
-        here, pruned; its last completed epoch stays in its run folder."""
+        here (``CutByTimeLimit``)."""
         if self.deadline is not None and time.monotonic() > self.deadline:
-            raise optuna.TrialPruned(f"cut by the time limit at epoch {epoch}, step {step}")
+            raise CutByTimeLimit(f"cut by the time limit at epoch {epoch}, step {step}")
 
     def _decide(self, trial: optuna.Trial, rung: int, acc: float, cost: float) -> Decision:
         """Successive halving on the Pareto ranks among every candidate at this rung so far."""

@@ -246,10 +246,23 @@ def test_a_rerun_with_other_training_settings_trains_its_own_trials(tmp_path, mo
 
 
 def test_search_with_no_trained_trial_exits_non_zero(tmp_path, monkeypatch):
-    result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--timeout", "0.01s",
+    result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--timeout", "0.0001s",
                      "--study", "t")  # fmt: skip
     assert result.exit_code == 1, result.output
-    assert "no trained trial in study t" in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: no trained trial in study t: no trial finished training within the time limit;"
+        " 1 cut by it, queued again: a rerun trains them"
+    )
+    # Optuna runs a first trial whatever the timeout: the cut one. It was recorded pruned, so a
+    # rerun counted it towards --trials and never trained it (and "trained" it in the summary).
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/studies/t.db")
+    (cut,) = [t for t in study.trials if records.started(t)]
+    record = records.read(cut)
+    assert record.state == records.LOST and record.note.startswith("cut by the time limit at")
+    assert not records.counts_towards_trials(cut)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert waiting[-1].system_attrs["fixed_params"] == cut.params  # queued again, last
+    assert waiting[-1].number > cut.number
 
 
 def test_study_names_are_checked_where_studies_are_opened(tmp_path):
