@@ -251,6 +251,14 @@ def record_proposal(trial: optuna.Trial, name: str, family: str, params: int, fl
             trial.set_user_attr(key, value)
 
 
+def record_constraint(trial: optuna.Trial, violation: float) -> None:
+    """The budget constraint Optuna's samplers read. A trial retried after its worker died holds
+    its original's already (the same proposal): Optuna keeps it and warns, which is no news."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The constraint value is ignored")
+        trial.set_constraint("budget", violation)
+
+
 def record_rejected(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr("rejected", reason)
 

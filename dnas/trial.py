@@ -128,7 +128,7 @@ class TrialRunner:
         v = violation(self.budgets, cost)
         records.record_proposal(trial, spec.name, spec.family, cost.params, cost.flops, v,
                                 self.config.training_key, cost.memory)  # fmt: skip
-        trial.set_constraint("budget", v)
+        records.record_constraint(trial, v)
         objective_cost = float(getattr(cost, self.config.cost.value))
         if v > 0:  # the guard: the proposal is never built, the sampler learns it for free
             self.rejected += 1

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 import weakref
 from pathlib import Path
 
@@ -877,3 +878,17 @@ def test_report_never_turns_a_file_into_a_database_and_a_damaged_one_is_one_line
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     (line,) = result.output.strip().splitlines()
     assert line.startswith("Error: the study's database failed: database disk image is malformed")
+
+
+def test_a_retried_trials_inherited_constraint_is_kept_without_a_warning(tmp_path):
+    # After `kill -9` and a rerun, the retried trial (holding its original's system attributes)
+    # set its budget constraint again, and Optuna's UserWarning leaked onto stderr.
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
+    trial = study.ask()
+    records.record_constraint(trial, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        records.record_constraint(trial, 0.5)
+    assert study.trials[0].system_attrs["constraints:budget"] == 0.5
+    with pytest.warns(UserWarning, match="already set"):  # Optuna's own call still warns
+        trial.set_constraint("budget", 0.5)
