@@ -548,7 +548,7 @@ def search(
     if stop is None and not reached:  # the workers' processes stopped on failures
         stop = _same_failures(study)
     if config.retrain_top and not stop and summary.front:
-        summary.final = retrain(study, config, summary.front)
+        summary.final = retrain(study, config, summary.front, log)
     from dnas.report import write_report
 
     try:

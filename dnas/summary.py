@@ -7,6 +7,7 @@ of every run, read by the command line (``--json`` prints ``SearchSummary.to_dic
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -148,9 +149,15 @@ def prune_checkpoints(root: Path, keep: set[int]) -> int:
     return removed
 
 
-def retrain(study: optuna.Study, config: SearchConfig, front: list[FrontMember]) -> list[dict]:
-    """Retrain the K most accurate front members for ``final_epochs`` and evaluate on the test
-    set; recorded in the study's user attrs under 'final', apart from the validation numbers."""
+def retrain(
+    study: optuna.Study,
+    config: SearchConfig,
+    front: list[FrontMember],
+    log: Callable[[str], None] = lambda s: None,
+) -> list[dict]:
+    """Retrain the K most accurate front members for ``final_epochs`` on the whole training set
+    and evaluate on the test set; recorded in the study's user attrs under 'final', apart from
+    the validation numbers. ``log`` hears of each model and each epoch."""
     from dnas.data import load_data
     from dnas.names import parse_name
     from dnas.train import TrainConfig, train
@@ -158,13 +165,20 @@ def retrain(study: optuna.Study, config: SearchConfig, front: list[FrontMember])
     data = load_data(config.dataset, config.data_dir, config.device.value, config.val_size,
                      None, DATA_SEED)  # fmt: skip
     results = []
-    for m in sorted(front, key=lambda m: -m.val_acc)[: config.retrain_top]:
+    chosen = sorted(front, key=lambda m: -m.val_acc)[: config.retrain_top]
+    for i, m in enumerate(chosen, 1):
+        epochs = f"{config.final_epochs} epoch{'s' * (config.final_epochs != 1)}"
+        log(f"final training {i}/{len(chosen)}: {m.name} for {epochs} on all"
+            f" {len(data.train_y):,} training images, then the test set")  # fmt: skip
         spec = parse_name(m.name, data.info.num_classes, data.info.channels)
         tcfg = TrainConfig(recipe="fast", epochs=config.final_epochs, batch_size=config.batch_size,
                            lr=config.lr, seed=config.seed, device=config.device.value,
                            eval_test=True)  # fmt: skip
         run_dir = config.final_run_dir(m.name)
-        r = train(spec, data, tcfg, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").exists())
+        r = train(spec, data, tcfg, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").exists(),
+                  on_epoch=lambda e, row, name=m.name: log(
+                      f"  {name}: epoch {e}/{config.final_epochs} val acc {row['val_acc']:.4f}"
+                      f" ({row['images_per_s']:.0f} img/s)"))  # fmt: skip
         results.append({"name": m.name, "trial": m.number, "epochs": config.final_epochs,
                         "params": m.params, "search_val_acc": m.val_acc,
                         "final_val_acc": r.final_val_acc, "test_acc": r.test_acc,

@@ -506,7 +506,8 @@ def test_accuracy_objective_reports_epochs_and_retrains_on_test(tmp_path):
         retrain_top=1,
         final_epochs=1,
     )
-    summary = search(cfg)
+    lines: list[str] = []
+    summary = search(cfg, log=lines.append)
     study = open_study(cfg)
     assert len(study.directions) == 1
     trained = [t for t in study.trials if records.started(t)]
@@ -517,6 +518,10 @@ def test_accuracy_objective_reports_epochs_and_retrains_on_test(tmp_path):
     assert final["epochs"] == 1 and 0.0 <= final["test_acc"] <= 1.0
     assert study.user_attrs["final"] == summary.final  # kept apart from the validation numbers
     assert final["search_val_acc"] == max(t.values[0] for t in trained if t.values)
+    # the retraining said what it trains, on how many images, and each epoch (it was silent)
+    name = final["name"]
+    assert f"final training 1/1: {name} for 1 epoch on all 59,800 training images" in lines[-2]
+    assert lines[-1].startswith(f"  {name}: epoch 1/1 val acc {final['final_val_acc']:.4f} (")
 
 
 def test_each_set_of_final_training_settings_has_its_own_run_folder(tmp_path):
