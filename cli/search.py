@@ -48,7 +48,11 @@ def search(
         Optional[int], _opt("Trained trials the study should reach (all runs together).", D.trials)
     ] = None,
     timeout: Annotated[
-        Optional[str], _opt("Stop starting trials after this long: 2h, 30m, 90s.")
+        Optional[str],
+        _opt(
+            "Stop after this long (2h, 30m, 90s): no trial starts after it; one still training"
+            " is cut and queued again, once."
+        ),  # fmt: skip
     ] = None,
     epochs: Annotated[
         Optional[int], _opt("Epochs of a candidate's full training (the top rung).", D.epochs)

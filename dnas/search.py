@@ -272,6 +272,7 @@ def run_worker(
     stop: list[str] = []
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        check_stop()  # before the next trial: one that Python dropped stops the search here
         (event,) = _events(study.get_trials(deepcopy=False), [trial.number], config)
         on_trial(event)
         trained = event.trained
@@ -280,7 +281,8 @@ def run_worker(
         if runner.rejected > MAX_REJECTED:
             stop.append(f"{runner.rejected} proposals in a row were over budget")
         exhausted = runner.duplicates_in_a_row >= MAX_DUPLICATES  # not a failure: said by summary
-        if stop or exhausted or (config.trials is not None and trained >= config.trials):
+        late = runner.deadline is not None and time.monotonic() > runner.deadline
+        if stop or exhausted or late or (config.trials is not None and trained >= config.trials):
             study.stop()
 
     # A worker killed earlier left its trial RUNNING: let the heartbeat mark it failed (and queue
@@ -291,7 +293,8 @@ def run_worker(
         optuna.storages.fail_stale_trials(study)
     if config.trials is None or trained_count(study, None, config.training_key) < config.trials:
         try:
-            study.optimize(runner, timeout=config.timeout_s, callbacks=[callback],
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            study.optimize(runner, timeout=left, callbacks=[callback],
                            catch=(Exception,), gc_after_trial=True)  # fmt: skip
         except BaseException as e:
             if (why := records.storage_failure(e)) is not None:
@@ -361,6 +364,7 @@ def _run_processes(
             procs[0].join(timeout=5)
             _report_new(study, config, reported, on_trial)
         _report_new(study, config, reported, on_trial)
+        check_stop()  # the workers stopped on the same Ctrl-C: not their failure
         # 0: done; 3: stopped on repeated failures (the study says which); else its own error
         failed = [
             f"{i} (exit {p.exitcode})" for i, p in enumerate(procs) if p.exitcode not in (0, 3)
@@ -532,6 +536,7 @@ def search(
             stop = run_worker(config, data, study, on_trial, on_epoch)
         else:
             stop = _run_processes(config, study, on_trial)
+        check_stop()  # not a finished search: no retraining, no "done"
     except KeyboardInterrupt as e:
         summary = _finish(study, config, t0)
         how = "terminated" if isinstance(e, Terminated) else "interrupted"
@@ -560,10 +565,12 @@ def search(
         raise SearchFailed(f"stopped: {stop} (report: {summary.report})")
     if summary.complete == 0:
         why, limit = summary.first_failure, config.timeout_s
-        if why is None and limit is not None and summary.wall_time_s >= limit:
+        cut = any(r.state == records.LOST and (r.note or "").startswith("cut by the time limit")
+                  for r in records.read_all(study))  # fmt: skip
+        if why is None and (cut or limit is not None and summary.wall_time_s >= limit):
             why = "no trial finished training within the time limit"
-            if summary.lost:
-                why += f"; {summary.lost} cut by it, queued again: a rerun trains them"
+            if cut:
+                why += " (a trial it cut is queued again, once: rerun with a longer --timeout)"
         elif why is None and summary.lost:
             why = f"{summary.lost} trial(s) ended with their worker (killed or out of memory)"
         raise SearchFailed(f"no trained trial in study {config.study_name}: {why or 'none ran'}")

@@ -39,7 +39,7 @@ WAITING, RUNNING, TRAINED = "waiting", "running", "trained"
 OVER_BUDGET, SKIPPED, FAILED, PRUNED = "over budget", "skipped", "failed", "pruned"
 STOPPED = "stopped"  # trained to a lower rung only (multi-fidelity): not on the front
 REUSED = "reused"  # the same candidate as an earlier trial: its result, told again, not retrained
-LOST = "lost"  # interrupted, or its worker died mid-trial (killed, no heartbeat): retried
+LOST = "lost"  # interrupted, cut by the time limit, or its worker died mid-trial: retried
 
 # The user-attribute keys: the storage of TrialRecord.
 _STARTED = "started_training"  # set when a trial starts training (it may not have finished)
@@ -84,7 +84,14 @@ def trial_dir(root: Path, number: int) -> Path:
 def check_lasting(url: str) -> None:
     """Refuse an in-memory SQLite database (``sqlite://``, ``sqlite:///:memory:``): each of its
     connections sees an empty database of its own, and all of it is gone when dnas exits."""
-    if url in ("sqlite://", f"{SQLITE}:memory:") or "mode=memory" in url:
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - a malformed URL: Optuna's own message says so later
+        return
+    memory = parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+    if parsed.get_backend_name() == "sqlite" and memory:
         raise DnasError(
             f"storage {url!r} is an in-memory database: the study would be lost when dnas exits;"
             f" give a file, e.g. {SQLITE}studies/NAME.db"
@@ -369,13 +376,16 @@ def record_failure(trial: optuna.Trial, reason: str) -> None:
 
 
 def record_interrupted(
-    trial: optuna.Trial, note: str = "interrupted while training; queued again"
+    trial: optuna.Trial,
+    note: str = "interrupted while training; queued again",
+    mark: dict | None = None,
 ) -> None:
     """Stopped by Ctrl-C, SIGTERM or the time limit while training: not a failure of its own (it
     does not count towards ``--trials``), and queued again, behind the trials already waiting: a
-    rerun trains it if ``--trials`` leaves room after them."""
+    rerun trains it from the start if ``--trials`` leaves room after them. ``mark``: user
+    attributes the queued trial starts with."""
     trial.set_user_attr("interrupted", note)
-    trial.study.enqueue_trial(trial.params)
+    trial.study.enqueue_trial(trial.params, user_attrs=mark)
 
 
 def started(trial: optuna.trial.FrozenTrial) -> bool:

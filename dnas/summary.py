@@ -46,7 +46,7 @@ class SearchSummary:
     complete: int  # trained to the top rung: the only results on the front
     stopped: int  # stopped at a lower rung by successive halving
     failed: int
-    lost: int  # ended with their worker (killed, out of memory, Ctrl-C): not failed, not trained
+    lost: int  # interrupted, cut by the time limit or died with their worker: queued again
     pruned: int
     rejected_over_budget: int  # proposals the budget guard refused (the target is zero)
     reused: int  # duplicates answered with an earlier trial's result, not retrained
@@ -155,9 +155,10 @@ def retrain(
     front: list[FrontMember],
     log: Callable[[str], None] = lambda s: None,
 ) -> list[dict]:
-    """Retrain the K most accurate front members for ``final_epochs`` on the whole training set
-    and evaluate on the test set; recorded in the study's user attrs under 'final', apart from
-    the validation numbers. ``log`` hears of each model and each epoch."""
+    """Retrain the K most accurate front members for ``final_epochs`` on the full training split
+    (no ``train_subset``; validation held out) and evaluate on the test set; recorded in the
+    study's user attrs under 'final', apart from the validation numbers. ``log`` hears of each
+    model and each epoch."""
     from dnas.data import load_data
     from dnas.names import parse_name
     from dnas.train import TrainConfig, train
@@ -168,8 +169,8 @@ def retrain(
     chosen = sorted(front, key=lambda m: -m.val_acc)[: config.retrain_top]
     for i, m in enumerate(chosen, 1):
         epochs = f"{config.final_epochs} epoch{'s' * (config.final_epochs != 1)}"
-        log(f"final training {i}/{len(chosen)}: {m.name} for {epochs} on all"
-            f" {len(data.train_y):,} training images, then the test set")  # fmt: skip
+        log(f"final training {i}/{len(chosen)}: {m.name} for {epochs} on all {len(data.train_y):,}"
+            " training images (validation held out), then the test set")  # fmt: skip
         spec = parse_name(m.name, data.info.num_classes, data.info.channels)
         tcfg = TrainConfig(recipe="fast", epochs=config.final_epochs, batch_size=config.batch_size,
                            lr=config.lr, seed=config.seed, device=config.device.value,

@@ -20,7 +20,6 @@ from dnas import study as records
 from dnas.budget import Budget, needs_memory
 from dnas.config import Objective, SearchConfig
 from dnas.cost import Cost, count
-from dnas.errors import check_stop
 from dnas.fidelity import Decision, decide
 from dnas.proposal import FeasibleSpace
 from dnas.spec import Spec
@@ -38,7 +37,11 @@ class StudyFull(optuna.TrialPruned):
 class CutByTimeLimit(Exception):
     """``--timeout`` passed while the trial trained. The cut says nothing of the candidate: like
     an interruption, it does not count towards ``--trials`` and is queued again (a rerun of the
-    command trains it), where a pruned trial would stay half-trained for good."""
+    command trains it from the start), where a pruned trial would stay half-trained for good.
+    Once only: a retry cut again is too long for the limit, and is pruned."""
+
+
+AFTER_TIME_LIMIT = "after_time_limit"  # a queued trial's user attribute: the trial cut before it
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,17 @@ class TrialRunner:
         self.trial = trial
         records.record_worker(trial)  # first: a retried trial inherits its dead original's
         try:
-            check_stop()
             return self._run(trial)
         except optuna.TrialPruned as e:
             records.record_pruned(trial, str(e))
             raise
         except CutByTimeLimit as e:
-            records.record_interrupted(trial, f"{e}; queued again")
+            if AFTER_TIME_LIMIT in trial.user_attrs:  # cut twice: too long for the time limit
+                before = trial.user_attrs[AFTER_TIME_LIMIT]
+                records.record_pruned(trial, f"{e}, as trial {before} was: not queued again")
+                raise optuna.TrialPruned(str(e)) from None
+            records.record_interrupted(trial, f"{e}; queued again, once",
+                                       mark={AFTER_TIME_LIMIT: trial.number})  # fmt: skip
             raise
         except Exception as e:  # a bad proposal, an OOM, a bug: recorded, the study goes on
             records.record_failure(trial, f"{type(e).__name__}: {e}")
@@ -164,8 +171,9 @@ class TrialRunner:
                 continue
             if rec.settings == self.config.training_key and (
                 rec.state in (records.TRAINED, records.STOPPED)
-                or (rec.state == records.RUNNING and rec.started)
-            ):
+                or (rec.state == records.RUNNING and rec.started
+                    and "interrupted" not in t.user_attrs)  # queued again, not yet ended
+            ):  # fmt: skip
                 found.append(rec)
         order = (records.TRAINED, records.STOPPED, records.RUNNING)
         return min(found, key=lambda r: (order.index(r.state), r.number), default=None)
@@ -225,8 +233,8 @@ class TrialRunner:
         """Successive halving on the Pareto ranks among every candidate at this rung so far."""
         metric = self.config.cost.value
         points = {trial.number: (cost, acc)}
-        for rec in records.read_all(trial.study):
-            if (rec.number != trial.number and rung in rec.rungs
+        for rec in records.read_all(trial.study):  # not a lost one: its retry stands for it
+            if (rec.number != trial.number and rung in rec.rungs and rec.state != records.LOST
                     and rec.settings == self.config.training_key
                     and getattr(rec, metric) is not None):  # fmt: skip
                 points[rec.number] = (float(getattr(rec, metric)), rec.rungs[rung])

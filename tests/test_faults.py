@@ -35,6 +35,7 @@ from dnas.errors import (
 from dnas.report.page import check_report
 from dnas.search import SearchFailed, prepare, run_worker, search
 from dnas.summary import MAX_DUPLICATES, prune_checkpoints
+from dnas.trial import TrialRunner
 
 SMALL = ["-b", "20k-params", "-b", "3M-flops", "--dataset", "fashion-mnist", "--epochs", "1",
          "--train-subset", "300", "--val-size", "200", "--batch-size", "64"]  # fmt: skip
@@ -248,22 +249,43 @@ def test_a_rerun_with_other_training_settings_trains_its_own_trials(tmp_path, mo
 
 def test_search_with_no_trained_trial_exits_non_zero(tmp_path, monkeypatch):
     result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--timeout", "0.0001s",
-                     "--study", "t")  # fmt: skip
+                     "--study", "none")  # fmt: skip
+    assert result.exit_code == 1, result.output  # no trial starts after the time limit
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: no trained trial in study none: no trial finished training within the time limit"
+    )
+
+
+def test_a_trial_cut_by_the_time_limit_is_queued_again_once(tmp_path, monkeypatch):
+    check = TrialRunner._check_time
+
+    def late(self, *args):  # noqa: ANN001, ANN202 - the limit passes while the trial trains
+        self.deadline = time.monotonic() - 1
+        return check(self, *args)
+
+    monkeypatch.setattr(TrialRunner, "_check_time", late)
+    args = ("search", *SMALL, "--timeout", "1h", "--initial-design", "0", "--study", "t")
+    result = run_cli(tmp_path, monkeypatch, *args)
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1] == (
-        "Error: no trained trial in study t: no trial finished training within the time limit;"
-        " 1 cut by it, queued again: a rerun trains them"
+        "Error: no trained trial in study t: no trial finished training within the time limit"
+        " (a trial it cut is queued again, once: rerun with a longer --timeout)"
     )
-    # Optuna runs a first trial whatever the timeout: the cut one. It was recorded pruned, so a
-    # rerun counted it towards --trials and never trained it (and "trained" it in the summary).
+    # It was recorded pruned, so a rerun counted it towards --trials and never trained it (and
+    # the summary called it trained).
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/studies/t.db")
-    (cut,) = [t for t in study.trials if records.started(t)]
+    cut, retry = study.trials
     record = records.read(cut)
     assert record.state == records.LOST and record.note.startswith("cut by the time limit at")
     assert not records.counts_towards_trials(cut)
-    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert waiting[-1].system_attrs["fixed_params"] == cut.params  # queued again, last
-    assert waiting[-1].number > cut.number
+    assert retry.state == optuna.trial.TrialState.WAITING
+    assert retry.system_attrs["fixed_params"] == cut.params
+    # Cut again on a rerun: too long for the limit. Pruned, not queued a third time (which
+    # would spend every rerun's time on it).
+    assert run_cli(tmp_path, monkeypatch, *args).exit_code == 1
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/studies/t.db")
+    assert [t.state.name for t in study.trials] == ["FAIL", "PRUNED"]
+    assert records.read(study.trials[1]).note.endswith(", as trial 0 was: not queued again")
 
 
 def test_study_names_are_checked_where_studies_are_opened(tmp_path):
@@ -429,7 +451,15 @@ def test_other_empty_names_are_refused_too(tmp_path, monkeypatch, args, message)
 
 
 @pytest.mark.parametrize(
-    "url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory"]
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:///:memory:",
+        "sqlite:///file:x?mode=memory",
+        "sqlite+pysqlite://",
+        "sqlite:///:memory:?cache=shared",
+    ],  # fmt: skip
 )
 @pytest.mark.parametrize("command", ["search", "report"])
 def test_an_in_memory_database_is_refused_as_storage(tmp_path, monkeypatch, command, url):
@@ -624,6 +654,7 @@ def _drop_a_signal(signum: int) -> list:
 def test_a_signal_python_dropped_is_raised_again_at_the_next_check(monkeypatch, signum, kind):
     monkeypatch.setattr(errors, "_received", None)
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored in a background job
     try:
         errors.stop_on_sigterm()
         check_stop()  # nothing received: nothing raised
@@ -649,6 +680,7 @@ def test_a_command_that_finished_after_a_dropped_ctrl_c_exits_130(tmp_path, monk
 
     monkeypatch.setattr(dnas.space, "search_space", enumerate_then_drop)
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored in a background job
     try:
         result = run_cli(tmp_path, monkeypatch, "space", "wrn", "-b", "100k-params")
     finally:
@@ -679,6 +711,8 @@ def test_a_search_stops_on_a_sigterm_that_python_dropped(tmp_path, monkeypatch):
     assert "Error: terminated: 1 trained trials are kept" in result.output
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/studies/s.db")
     assert len([t for t in study.trials if records.started(t)]) == 1
+    # stopped between trials, not inside the next one (which was left "lost", wrongly noted)
+    assert [records.read(t).state for t in study.trials if t.state.is_finished()] == ["trained"]
 
 
 @pytest.mark.slow

@@ -520,8 +520,9 @@ def test_accuracy_objective_reports_epochs_and_retrains_on_test(tmp_path):
     assert final["search_val_acc"] == max(t.values[0] for t in trained if t.values)
     # the retraining said what it trains, on how many images, and each epoch (it was silent)
     name = final["name"]
-    assert f"final training 1/1: {name} for 1 epoch on all 59,800 training images" in lines[-2]
-    assert lines[-1].startswith(f"  {name}: epoch 1/1 val acc {final['final_val_acc']:.4f} (")
+    said = "\n".join(lines)
+    assert f"final training 1/1: {name} for 1 epoch on all 59,800 training images" in said
+    assert f"  {name}: epoch 1/1 val acc {final['final_val_acc']:.4f} (" in said
 
 
 def test_each_set_of_final_training_settings_has_its_own_run_folder(tmp_path):
