@@ -195,7 +195,8 @@ def stop_on_sigterm() -> None:
 def check_stop() -> None:
     """Raise again a Ctrl-C or SIGTERM that Python dropped. One that arrives while a weakref or
     garbage-collection callback runs (SQLAlchemy's, say) is printed as "Exception ignored" and
-    lost: a search went on to its last trial and exited 0. Called once per training step."""
+    lost: a search went on to its last trial and exited 0. Called at every training step, after
+    every trial and when a command ends."""
     if _received is not None:
         raise _received()
 

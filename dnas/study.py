@@ -45,6 +45,7 @@ LOST = "lost"  # interrupted, cut by the time limit, or its worker died mid-tria
 _STARTED = "started_training"  # set when a trial starts training (it may not have finished)
 _LEGACY_STARTED = "trained"  # what studies made before 0.2 called it
 _WORKER = "worker"  # the process that trains it (``worker_id``)
+_AFTER_TIME_LIMIT = "after_time_limit"  # on a queued trial: the trial whose time-limit cut it is
 
 
 # ---- names, storage and folders -------------------------------------------------------------
@@ -378,14 +379,25 @@ def record_failure(trial: optuna.Trial, reason: str) -> None:
 def record_interrupted(
     trial: optuna.Trial,
     note: str = "interrupted while training; queued again",
-    mark: dict | None = None,
+    time_limit: bool = False,
 ) -> None:
-    """Stopped by Ctrl-C, SIGTERM or the time limit while training: not a failure of its own (it
-    does not count towards ``--trials``), and queued again, behind the trials already waiting: a
-    rerun trains it from the start if ``--trials`` leaves room after them. ``mark``: user
-    attributes the queued trial starts with."""
+    """Stopped by Ctrl-C, SIGTERM or (``time_limit``) the search's time limit while training:
+    not a failure of its own (it does not count towards ``--trials``), and queued again, behind
+    the trials already waiting: a rerun trains it from the start if ``--trials`` leaves room
+    after them. The queued trial remembers a time-limit cut (``cut_before``)."""
     trial.set_user_attr("interrupted", note)
+    mark = {_AFTER_TIME_LIMIT: trial.number} if time_limit else None
     trial.study.enqueue_trial(trial.params, user_attrs=mark)
+
+
+def cut_before(trial: optuna.Trial) -> int | None:
+    """The trial whose cut by the time limit queued this one, None if it was not queued so."""
+    return trial.user_attrs.get(_AFTER_TIME_LIMIT)
+
+
+def queued_again(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial was interrupted or cut and queued again (it may not have ended yet)."""
+    return "interrupted" in trial.user_attrs
 
 
 def started(trial: optuna.trial.FrozenTrial) -> bool:

@@ -41,9 +41,6 @@ class CutByTimeLimit(Exception):
     Once only: a retry cut again is too long for the limit, and is pruned."""
 
 
-AFTER_TIME_LIMIT = "after_time_limit"  # a queued trial's user attribute: the trial cut before it
-
-
 @dataclass(frozen=True)
 class EpochEvent:
     """What a progress display needs after each epoch of a trial."""
@@ -96,12 +93,11 @@ class TrialRunner:
             records.record_pruned(trial, str(e))
             raise
         except CutByTimeLimit as e:
-            if AFTER_TIME_LIMIT in trial.user_attrs:  # cut twice: too long for the time limit
-                before = trial.user_attrs[AFTER_TIME_LIMIT]
+            before = records.cut_before(trial)
+            if before is not None:  # cut twice: too long for the time limit
                 records.record_pruned(trial, f"{e}, as trial {before} was: not queued again")
                 raise optuna.TrialPruned(str(e)) from None
-            records.record_interrupted(trial, f"{e}; queued again, once",
-                                       mark={AFTER_TIME_LIMIT: trial.number})  # fmt: skip
+            records.record_interrupted(trial, f"{e}; queued again, once", time_limit=True)
             raise
         except Exception as e:  # a bad proposal, an OOM, a bug: recorded, the study goes on
             records.record_failure(trial, f"{type(e).__name__}: {e}")
@@ -171,9 +167,8 @@ class TrialRunner:
                 continue
             if rec.settings == self.config.training_key and (
                 rec.state in (records.TRAINED, records.STOPPED)
-                or (rec.state == records.RUNNING and rec.started
-                    and "interrupted" not in t.user_attrs)  # queued again, not yet ended
-            ):  # fmt: skip
+                or (rec.state == records.RUNNING and rec.started and not records.queued_again(t))
+            ):
                 found.append(rec)
         order = (records.TRAINED, records.STOPPED, records.RUNNING)
         return min(found, key=lambda r: (order.index(r.state), r.number), default=None)
