@@ -567,3 +567,23 @@ def test_summary_front_honours_the_cost_metric(tmp_path):
     by_params = summarize(study, tiny(tmp_path, cost="params"), 1.0)
     assert by_flops.cost == "flops" and [m.name for m in by_flops.front] == ["b", "c"]
     assert [m.name for m in by_params.front] == ["a", "c"]
+
+
+def test_a_retry_does_not_compete_with_its_own_lost_original_at_a_rung(tmp_path):
+    # A trial cut by the time limit (or interrupted) keeps the rungs it reached; its retry, the
+    # same candidate, used to meet that ghost at the rung and lose the tie-break to it.
+    from types import SimpleNamespace
+
+    from dnas.trial import TrialRunner
+
+    config = tiny(tmp_path)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    same = {"name": "densenet-c-7", "family": "densenet", "params": 4000, "flops": 900_000,
+            "settings": config.training_key, "started_training": True}  # fmt: skip
+    lost = {**same, "rungs": {"1": 0.9}, "interrupted": "cut by the time limit; queued again"}
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=lost))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=same))
+    assert records.read(study.trials[0]).state == records.LOST
+    retry = SimpleNamespace(number=1, study=study)
+    decision = TrialRunner._decide(SimpleNamespace(config=config), retry, 1, 0.5, 4000.0)
+    assert decision.promote and decision.competitors == 1  # alone at the rung: the ghost is out
