@@ -94,18 +94,26 @@ def needs_memory(budgets: tuple[Budget, ...]) -> bool:
 
 def human(n: float) -> str:
     """1234567 -> '1.23M' (for display; exact figures are printed beside it where they matter)."""
-    for unit, scale in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:g}"
+    return _short(n, (("", 1), ("k", 10**3), ("M", 10**6), ("G", 10**9)))
 
 
 def human_bytes(n: float) -> str:
     """2147483648 -> '2G' (binary prefixes, as memory is quoted: G = GiB)."""
-    for unit, scale in (("G", 2**30), ("M", 2**20), ("k", 2**10)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:g}"
+    return _short(n, (("", 1), ("k", 2**10), ("M", 2**20), ("G", 2**30)))
+
+
+def _short(n: float, units: tuple[tuple[str, int], ...]) -> str:
+    """Three significant digits in the largest unit that leaves at least 1; the next unit once
+    they round to it (999,999 is '1M', not '1e+03k'), whole numbers from 1000 of a unit on
+    (1023 KiB is '1023k'; past the largest unit, '5000G'), and an exponent from a million on."""
+    unit, scale = units[0]
+    for bigger, bigger_scale in units[1:]:
+        if abs(n) < bigger_scale and abs(float(f"{n / scale:.3g}")) < bigger_scale / scale:
+            break
+        unit, scale = bigger, bigger_scale
+    value = n / scale
+    whole = 1000 <= abs(float(f"{value:.3g}")) < 10**6
+    return f"{value:.0f}{unit}" if whole else f"{value:.3g}{unit}"
 
 
 def bytes_text(n: float) -> str:

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from dnas.budget import BudgetError, bytes_text, parse_budget, parse_budgets, require_fits
+from dnas.budget import (
+    BudgetError,
+    bytes_text,
+    human,
+    human_bytes,
+    parse_budget,
+    parse_budgets,
+    require_fits,
+)
 from dnas.cost import Cost, count
 from dnas.errors import DnasError
 from dnas.memory import training_memory
@@ -131,3 +139,22 @@ def test_a_batch_too_large_names_the_largest_that_fits():
 )
 def test_bytes_in_messages_carry_a_spaced_binary_unit(n, text):
     assert bytes_text(n) == text
+
+
+@pytest.mark.parametrize(
+    "n, short, short_bytes",
+    [
+        (999, "999", "999"),
+        (1000, "1k", "1000"),  # 1000 bytes are below a KiB: was "1e+03" (as bytes)
+        (1023, "1.02k", "1023"),
+        (1024, "1.02k", "1k"),
+        (999_999, "1M", "977k"),  # rounds to a million: was "1e+03k"
+        (1023 * 2**10, "1.05M", "1023k"),  # below a MiB: was "1.02e+03k"
+        (2**20, "1.05M", "1M"),
+        (5 * 10**12, "5000G", "4657G"),  # past the largest unit: was "5e+03G"
+    ],
+)
+def test_short_figures_never_show_an_exponent_below_a_million_of_the_largest_unit(
+    n, short, short_bytes
+):
+    assert (human(n), human_bytes(n)) == (short, short_bytes)
