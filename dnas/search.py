@@ -9,7 +9,9 @@ run of trials failing the same way (the search stops), a search with no trained 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
+import queue
 import random
 import re
 import sys
@@ -17,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing import queues as mp_queues
 from pathlib import Path
 
 import msgspec
@@ -45,6 +48,7 @@ from dnas.trial import EpochCallback, TrialRunner
 MAX_SAME_FAILURES = 3  # consecutive failed trials with one reason stop the search
 MAX_FAILURES = 10  # consecutive failed trials, whatever their reasons, stop it too
 MAX_REJECTED = 10_000  # over-budget proposals one worker may draw before it gives up
+POLL_S = 5.0  # with local workers, the study is read this often for trials a dead worker left
 _SCHEMA_RACE = ("duplicate key", "already exists", "unique constraint", "duplicate entry")
 
 
@@ -322,14 +326,23 @@ def worker_capacity(device: str) -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
-def _worker_entry(config: SearchConfig, index: int, threads: int, parent: int) -> None:
+def _worker_entry(
+    config: SearchConfig, index: int, threads: int, parent: int, events: mp_queues.Queue
+) -> None:
     import torch
 
     stop_on_sigterm()  # the parent forwards its SIGTERM here
     stop_with_parent(parent)  # and one killed outright sends nothing
     torch.set_num_threads(threads)
-    try:
-        reason = run_worker(msgspec.structs.replace(config, workers=1), worker=index)
+    try:  # the parent prints each epoch, and reads each finished trial from the study at once
+        reason = run_worker(
+            msgspec.structs.replace(config, workers=1),
+            on_trial=lambda e: events.put(e.record.number),
+            on_epoch=events.put,
+            worker=index,
+        )
+        events.close()
+        events.join_thread()  # what was put reaches the parent before the process ends
     except KeyboardInterrupt as e:  # Ctrl-C reaches every process; the parent says what is kept
         os._exit(143 if isinstance(e, Terminated) else 130)
     except DnasError as e:  # one line, as the parent's own (a full disk under the storage)
@@ -339,10 +352,14 @@ def _worker_entry(config: SearchConfig, index: int, threads: int, parent: int) -
 
 
 def _run_processes(
-    config: SearchConfig, study: optuna.Study, on_trial: TrialCallback
+    config: SearchConfig,
+    study: optuna.Study,
+    on_trial: TrialCallback,
+    on_epoch: EpochCallback = lambda e: None,
 ) -> str | None:
     """N local workers: one per GPU when several are visible, CPU threads split otherwise. This
-    process reports each trial the workers finish (it polls the study every few seconds).
+    process reports each epoch the workers send and each trial they finish (from the study, as
+    soon as a worker says so, and every few seconds for trials a dead worker left).
     Returns why to stop when a worker failed by itself (its error is on stderr)."""
     import multiprocessing as mp
 
@@ -351,18 +368,35 @@ def _run_processes(
     ctx = mp.get_context("spawn")
     ngpu = torch.cuda.device_count() if config.device is Device.cuda else 0
     threads = max(1, worker_capacity("cpu") // config.workers)
+    events = ctx.Queue()  # EpochEvent, or the number of a trial that finished
     procs = []
     reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def relay(item: object) -> None:
+        if isinstance(item, int):
+            _report_new(study, config, reported, on_trial)
+        else:
+            on_epoch(item)  # type: ignore[arg-type]
+
     try:
         for i in range(config.workers):
-            p = ctx.Process(target=_worker_entry, args=(config, i, threads, os.getpid()))
+            args = (config, i, threads, os.getpid(), events)
+            p = ctx.Process(target=_worker_entry, args=args)
             with visible_gpu(worker_gpu(i, ngpu) if ngpu > 1 else None):
                 p.start()  # the worker's environment is this process's, now
             procs.append(p)
         while any(p.is_alive() for p in procs):
-            check_stop()
-            procs[0].join(timeout=5)
+            poll = time.monotonic() + POLL_S
+            while time.monotonic() < poll and any(p.is_alive() for p in procs):
+                check_stop()
+                with contextlib.suppress(queue.Empty):
+                    relay(events.get(timeout=0.5))
             _report_new(study, config, reported, on_trial)
+        while True:  # what the last workers sent before they ended
+            try:
+                relay(events.get_nowait())
+            except queue.Empty:
+                break
         _report_new(study, config, reported, on_trial)
         check_stop()  # the workers stopped on the same Ctrl-C: not their failure
         # 0: done; 3: stopped on repeated failures (the study says which); else its own error
@@ -381,11 +415,13 @@ def _run_processes(
             p.join(timeout=60)
             if p.is_alive():
                 p.kill()
+        events.close()
+        events.cancel_join_thread()  # this process put nothing: nothing to wait for
 
 
 def _report_new(study: optuna.Study, config: SearchConfig, reported: set[int],
                 on_trial: TrialCallback) -> None:  # fmt: skip
-    """Call ``on_trial`` for every finished trial not reported yet."""
+    """Call ``on_trial`` for every finished trial not reported yet, in the order they finished."""
     trials = study.get_trials(deepcopy=False)
     fresh = [t.number for t in trials if t.state.is_finished() and t.number not in reported]
     for event in _events(trials, fresh, config):
@@ -394,14 +430,27 @@ def _report_new(study: optuna.Study, config: SearchConfig, reported: set[int],
 
 
 def _events(trials: list, numbers: list[int], config: SearchConfig) -> list[TrialEvent]:
-    """Progress events for trials ``numbers``, from one read of the study's trials."""
+    """Progress events for trials ``numbers``, from one read of the study's trials, in the order
+    they finished; each with the study as it was then: the trials started by then and the best
+    accuracy trained by then (several may have finished since the last read)."""
     if not numbers:
         return []
+    by_number = {t.number: t for t in trials}
     recs = {t.number: records.read(t) for t in trials}
-    ours = [t.number for t in trials if records.counts_towards_trials(t, config.training_key)]
-    best = max((recs[n].val_acc for n in ours if recs[n].state == records.TRAINED), default=None)
-    trained = len(ours)  # a study reopened with other epochs, subset...: only this search's
-    return [TrialEvent(recs[n], trained, config.trials, best) for n in numbers]
+    ours = [t for t in trials if records.counts_towards_trials(t, config.training_key)]
+    events = []
+    for n in sorted(numbers, key=lambda n: (_finished_at(by_number[n]), n)):
+        then = _finished_at(by_number[n])
+        started = [t for t in ours if t.datetime_start is None or t.datetime_start <= then]
+        best = max((recs[t.number].val_acc for t in started if _finished_at(t) <= then
+                    and recs[t.number].state == records.TRAINED), default=None)  # fmt: skip
+        events.append(TrialEvent(recs[n], len(started), config.trials, best))
+    return events
+
+
+def _finished_at(trial: optuna.trial.FrozenTrial) -> datetime.datetime:
+    """When a trial finished; the end of time for one that has not (yet)."""
+    return trial.datetime_complete or datetime.datetime.max
 
 
 # ---- the search -------------------------------------------------------------------------------
@@ -535,7 +584,7 @@ def search(
         if config.workers == 1:
             stop = run_worker(config, data, study, on_trial, on_epoch)
         else:
-            stop = _run_processes(config, study, on_trial)
+            stop = _run_processes(config, study, on_trial, on_epoch)
         check_stop()  # not a finished search: no retraining, no "done"
     except KeyboardInterrupt as e:
         summary = _finish(study, config, t0)

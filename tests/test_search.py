@@ -218,11 +218,52 @@ def test_cli_search_json_and_config_file(tmp_path):
 
 
 def test_two_local_workers_share_sqlite(tmp_path):
-    summary = search(tiny(tmp_path, trials=4, workers=2, space="wrn"))
+    trials, epochs = [], []
+    summary = search(tiny(tmp_path, trials=4, workers=2, space="wrn"), on_trial=trials.append,
+                     on_epoch=epochs.append)  # fmt: skip
     study = open_study(tiny(tmp_path, trials=4, workers=2, space="wrn"))
     states = [t.state for t in study.trials if records.started(t)]
     assert summary.failed == 0 and all(s == optuna.trial.TrialState.COMPLETE for s in states)
     assert 4 <= len(states) <= 5  # each worker stops once 4 are trained; a race can add one
+    # The parent reports every epoch the workers trained (they were silent) and every trial once,
+    # each with the best accuracy trained by the time it finished (was: by the time it was read)
+    assert sorted(e.record.number for e in trials) == [t.number for t in study.trials]
+    end = {t.number: t.datetime_complete for t in study.trials}
+    trained = [r.record for r in trials if r.record.state == records.TRAINED]
+    for e in trials:  # the best of those trained to the top rung (not stopped at a lower one)
+        by_then = [r.val_acc for r in trained if end[r.number] <= end[e.record.number]]
+        assert e.best_acc == max(by_then, default=None)
+    done = [records.read(t) for t in study.trials if records.started(t)]
+    assert sorted((e.number, e.epoch) for e in epochs) == sorted(
+        (r.number, i) for r in done for i in range(1, r.epochs + 1)
+    )
+
+
+def test_trials_reported_together_carry_the_study_as_it_was_when_each_finished():
+    # Local workers' trials are read from the study every few seconds: several may have
+    # finished since the last read. Each used to carry the count and best of the read's moment.
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2026, 1, 1)
+
+    def trial(number, start, end=None, acc=None):
+        state = optuna.trial.TrialState
+        t = optuna.trial.create_trial(
+            state=state.RUNNING if end is None else state.COMPLETE,
+            values=None if end is None else [acc, 1000.0],
+            user_attrs={"started_training": True, "name": f"densenet-bc-{number}"},
+        )
+        t.number, t.datetime_start = number, t0 + timedelta(seconds=start)
+        t.datetime_complete = None if end is None else t0 + timedelta(seconds=end)
+        return t
+
+    trials = [trial(0, 0, 30, 0.5), trial(1, 1, 50, 0.7), trial(2, 31, 40, 0.6), trial(3, 51)]
+    events = dnas.search._events(trials, [2, 1, 0], SearchConfig(trials=4))
+    assert [(e.record.number, e.trained, e.best_acc) for e in events] == [
+        (0, 2, 0.5),  # when trial 0 finished, trials 0 and 1 had started
+        (2, 3, 0.6),
+        (1, 3, 0.7),  # trial 3 started after trial 1 finished
+    ]
 
 
 def test_a_study_is_reopened_only_for_the_problem_it_was_created_for(tmp_path):
