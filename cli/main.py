@@ -23,25 +23,45 @@ class _OneLineErrors(TyperGroup):
     """Usage errors in one line on stderr, as dnas's own errors are, not Typer's boxed panel."""
 
     def make_context(self, *args, **kwargs):  # the group's own options: `dnas --nope`
-        with _one_line():
+        with _one_line([]):
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):  # the command's name, options and arguments: `dnas train --epochs 0`
-        with _one_line():
+        given = getattr(ctx, "_protected_args", None)  # click 8.2 (Typer's own copy); 8.1:
+        given = [*(ctx.protected_args if given is None else given), *ctx.args]  # read before
+        with _one_line(given):  # the group hands them over to the command
             return super().invoke(ctx)
 
 
 @contextlib.contextmanager
-def _one_line():
+def _one_line(given: list[str]):
     try:
         yield
     except _CLICK_ERROR as e:
         if type(e).__name__ == "NoArgsIsHelpError":  # `dnas` alone prints the help
             raise
+        _say_the_value(e, given)
         ctx = getattr(e, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         typer.echo(f"Error: {e.format_message().rstrip('.')}{hint}", err=True)
         raise typer.Exit(e.exit_code) from None
+
+
+def _say_the_value(e: Exception, given: list[str]) -> None:
+    """Name the refused value in an option's error: Typer's own checks (pydantic's wording) say
+    "Input should be greater than or equal to 1", not of what."""
+    opts, message = getattr(getattr(e, "param", None), "opts", None), getattr(e, "message", None)
+    if not opts or not isinstance(message, str):
+        return
+    values = [
+        b if a in opts else a.split("=", 1)[1]
+        for a, b in zip(given, [*given[1:], None])
+        if (a in opts and b is not None) or a.split("=", 1)[0] in opts and "=" in a
+    ]
+    message = message.removeprefix("Value error, ")
+    if values and repr(values[-1]) not in message:  # the last one given is the one used
+        message = f"{message[:1].lower()}{message[1:].rstrip('.')}, not {values[-1]!r}"
+    e.message = message
 
 
 app = typer.Typer(

@@ -199,6 +199,12 @@ BAD_INPUTS = [
     (("search", "-b", "1M-params", "--sampler", "foo"), "'foo' is not one of"),
     (("profile",), "Missing argument 'name'"),
     (("space", "--limit", "many"), "'--limit'"),
+    # ... with the value they refused: Typer's wording ("Input should be greater than or equal
+    # to 1") did not say it
+    (("train", "wrn-10-1", "--epochs", "-7"), "-7"),
+    (("space", "--limit", "many"), "'many'"),
+    (("profile", "wrn-16-4", "--batch-size=-3"), "-3"),
+    (("profile", "wrn-16-4", "--repeats", "1", "--repeats", "x2"), "'x2'"),
     (("nosuch",), "No such command 'nosuch'"),
     (("--nope",), "No such option: --nope"),
 ]
