@@ -198,6 +198,8 @@ class _Progress:
                 f"{r.name} ({r.params:,} params): val acc {r.val_acc:.4f} after"
                 f" {r.epochs} epoch{'s' * (r.epochs != 1)} in {r.wall_time_s:.0f}s"
             )
+            if r.resumed_at_epoch is not None:
+                what += f" (trial {r.continued}'s run, gone on after epoch {r.resumed_at_epoch})"
             if r.state == "stopped":
                 what += f", {r.note}"
         elif r.state == "reused":

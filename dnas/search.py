@@ -628,8 +628,10 @@ def search(
 
 def _finish(study: optuna.Study, config: SearchConfig, t0: float) -> SearchSummary:
     """Summarise the study and delete the checkpoints of finished trials off the front (a trial
-    another process is still training keeps its own)."""
+    another process is still training keeps its own, and a lost one whose run a trial queued
+    again will go on with)."""
     summary = summarize(study, config, time.perf_counter() - t0)
     running = {r.number for r in records.read_all(study) if r.state == records.RUNNING}
-    prune_checkpoints(config.trial_root, {m.number for m in summary.front} | running)
+    keep = {m.number for m in summary.front} | running | records.awaited_runs(study)
+    prune_checkpoints(config.trial_root, keep)
     return summary

@@ -46,6 +46,8 @@ _STARTED = "started_training"  # set when a trial starts training (it may not ha
 _LEGACY_STARTED = "trained"  # what studies made before 0.2 called it
 _WORKER = "worker"  # the process that trains it (``worker_id``)
 _AFTER_TIME_LIMIT = "after_time_limit"  # on a queued trial: the trial whose time-limit cut it is
+_CONTINUES = "continues"  # on a queued trial: the interrupted or cut trial whose run it continues
+_RESUMED_AT = "resumed_at_epoch"  # on a trial that continued one: the epochs that run had done
 
 
 # ---- names, storage and folders -------------------------------------------------------------
@@ -231,6 +233,8 @@ class TrialRecord:
     settings: str | None = None  # the training settings (SearchConfig.training_key)
     rungs: dict[int, float] = field(default_factory=dict)  # rung epochs -> validation accuracy
     reused_from: int | None = None  # the trial whose result a duplicate reused
+    continued: int | None = None  # the lost trial whose run (folder, checkpoint) this one went on
+    resumed_at_epoch: int | None = None  # ... from the end of this epoch
     promoted: list[str] = field(default_factory=list)  # the rungs it passed, and how
     note: str = ""  # why it failed, was pruned, stopped, rejected, skipped or reused
     problems: list[str] = field(default_factory=list)
@@ -383,16 +387,49 @@ def record_interrupted(
 ) -> None:
     """Stopped by Ctrl-C, SIGTERM or (``time_limit``) the search's time limit while training:
     not a failure of its own (it does not count towards ``--trials``), and queued again, behind
-    the trials already waiting: a rerun trains it from the start if ``--trials`` leaves room
-    after them. The queued trial remembers a time-limit cut (``cut_before``)."""
+    the trials already waiting: a rerun continues its run from the last completed epoch if
+    ``--trials`` leaves room after them (``continues``). The queued trial remembers a time-limit
+    cut (``cut_before``)."""
     trial.set_user_attr("interrupted", note)
-    mark = {_AFTER_TIME_LIMIT: trial.number} if time_limit else None
+    mark = {_CONTINUES: trial.number}
+    if time_limit:
+        mark[_AFTER_TIME_LIMIT] = trial.number
     trial.study.enqueue_trial(trial.params, user_attrs=mark)
 
 
 def cut_before(trial: optuna.Trial) -> int | None:
     """The trial whose cut by the time limit queued this one, None if it was not queued so."""
     return trial.user_attrs.get(_AFTER_TIME_LIMIT)
+
+
+def continues(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The trial whose run this one was queued to go on with: the one lost last before it,
+    interrupted, cut by the time limit, or failed with its worker (then Optuna's heartbeat
+    queued it, copying the lost trial's attributes, and notes the trials it retries); None for
+    a trial queued for itself."""
+    import optuna
+
+    with warnings.catch_warnings():  # the retry history is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    if isinstance(history, list) and history and type(history[-1]) is int:
+        return history[-1] if 0 <= history[-1] < trial.number else None
+    number = trial.user_attrs.get(_CONTINUES)
+    return number if type(number) is int and 0 <= number < trial.number else None
+
+
+def record_continued(trial: optuna.Trial, epochs: int) -> None:
+    """The trial went on with the run of the trial it ``continues``, which had done ``epochs``."""
+    trial.set_user_attr(_RESUMED_AT, epochs)
+
+
+def awaited_runs(study: optuna.Study) -> set[int]:
+    """The trials whose run folders a queued or running trial will go on with: their
+    checkpoints must be kept."""
+    from optuna.trial import TrialState as S
+
+    waiting = study.get_trials(deepcopy=False, states=(S.WAITING, S.RUNNING))
+    return {n for t in waiting if (n := continues(t)) is not None}
 
 
 def queued_again(trial: optuna.trial.FrozenTrial) -> bool:
@@ -506,6 +543,8 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         promoted=r.texts("promoted"),
         reused_from=r.get("reused_from", int, lambda v: 0 <= v < trial.number),
     )
+    if (resumed := r.get(_RESUMED_AT, int, lambda v: v >= 1)) is not None:
+        rec.continued, rec.resumed_at_epoch = continues(trial), resumed
     rejected, skipped = r.get("rejected", str), r.get("skipped", str)
     failure, stopped, pruned = r.get("failure", str), r.get("stopped", str), r.get("pruned", str)
     interrupted = r.get("interrupted", str)

@@ -421,6 +421,24 @@ def _checkpoint_to_resume(
     return ckpt
 
 
+def resume_point(
+    run_dir: str | Path, spec: Spec, config: TrainConfig, data: DataSplits
+) -> tuple[int, list[dict]] | None:
+    """Where the run in ``run_dir`` stopped, if it is one of ``spec`` trained as ``config`` says
+    on ``data`` whatever its seed: that seed and the metrics of its completed epochs (resume it
+    with ``config``'s seed replaced by this one). None if the folder holds no such run."""
+    spec = replace(spec, dropout=config.recipe_for(spec, data).dropout)  # as ``setup`` builds it
+    try:
+        ckpt = RunDir(Path(run_dir)).resume()
+        seed = ckpt.get("config", {}).get("seed")
+        if type(seed) is not int:
+            return None
+        _check_resume(ckpt, spec, replace(config, seed=seed), data)
+        return seed, list(ckpt["metrics"])
+    except (DnasError, AttributeError, KeyError, TypeError):  # none, another run's, or damaged
+        return None
+
+
 def _check_resume(ckpt: dict, spec: Spec, config: TrainConfig, data: DataSplits) -> None:
     if ckpt.get("spec") != spec_to_dict(spec):
         theirs = ckpt.get("spec", {})

@@ -9,10 +9,12 @@ infeasible trial (``trial.set_constraint``). What the trial produced is written 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 
@@ -23,6 +25,9 @@ from dnas.cost import Cost, count
 from dnas.fidelity import Decision, decide
 from dnas.proposal import FeasibleSpace
 from dnas.spec import Spec
+
+if TYPE_CHECKING:
+    from dnas.train import TrainConfig
 
 
 def violation(budgets: tuple[Budget, ...], cost: Cost) -> float:
@@ -37,7 +42,8 @@ class StudyFull(optuna.TrialPruned):
 class CutByTimeLimit(Exception):
     """``--timeout`` passed while the trial trained. The cut says nothing of the candidate: like
     an interruption, it does not count towards ``--trials`` and is queued again (a rerun of the
-    command trains it from the start), where a pruned trial would stay half-trained for good.
+    command goes on with its run: ``TrialRunner._go_on``), where a pruned trial would stay
+    half-trained for good.
     Once only: a retry cut again is too long for the limit, and is pruned."""
 
 
@@ -174,7 +180,8 @@ class TrialRunner:
         return min(found, key=lambda r: (order.index(r.state), r.number), default=None)
 
     def _train(self, trial: optuna.Trial, spec: Spec, cost: float, run_dir: Path) -> float:
-        """Train rung by rung; the accuracy at the rung where the candidate stopped."""
+        """Train rung by rung; the accuracy at the rung where the candidate stopped. A trial
+        queued again for a lost one goes on with its run (``_go_on``)."""
         from dnas.train import TrainConfig, train
 
         config = self.config
@@ -184,7 +191,8 @@ class TrialRunner:
                            lr=config.lr, seed=config.seed + trial.number,
                            device=self.data.device.type, train_subset=config.train_subset,
                            val_size=config.val_size)  # fmt: skip
-        done = [0]  # epochs completed
+        tcfg, before, promoted = self._go_on(trial, spec, tcfg, run_dir, rungs[-1])
+        done = [len(before)]  # epochs completed
 
         def on_epoch(epoch: int, metrics: dict) -> None:
             done[0] = epoch
@@ -195,11 +203,16 @@ class TrialRunner:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        reached: dict[int, float] = {}
-        promoted: list[str] = []
+        # the rungs the lost run passed: it trained on after each, so it was promoted there
+        reached = {r: m["val_acc"] for m in before for r in rungs if m.get("epoch") == r}
+        if reached:
+            records.record_rung(trial, reached)
+            records.record_promoted(trial, promoted)
         for i, rung in enumerate(rungs):
-            result = train(spec, self.data, tcfg, run_dir=run_dir, resume=i > 0, on_epoch=on_epoch,
-                           should_stop=lambda r=rung: done[0] >= r,
+            if rung in reached:
+                continue
+            result = train(spec, self.data, tcfg, run_dir=run_dir, resume=i > 0 or bool(before),
+                           on_epoch=on_epoch, should_stop=lambda r=rung: done[0] >= r,
                            on_progress=self._check_time)  # fmt: skip
             # each rung resumes the run: its wall time covers the rungs before it too
             records.record_result(trial, result.metrics, result.wall_time_s, result.images_per_s)
@@ -217,6 +230,32 @@ class TrialRunner:
             promoted.append(f"at epoch {rung}, {decision}")
             records.record_promoted(trial, promoted)
         return acc
+
+    def _go_on(
+        self, trial: optuna.Trial, spec: Spec, tcfg: TrainConfig, run_dir: Path, epochs: int
+    ) -> tuple[TrainConfig, list[dict], list[str]]:
+        """For a trial queued again for a lost one (interrupted, cut by the time limit, or
+        failed with its worker), take over that trial's run folder, so that training goes on
+        from its last completed epoch with its seed, as if never stopped. Returns the training
+        settings, the epochs done and the rungs passed; for any other trial, or a lost run that
+        cannot go on (none, another run's, damaged, or done), ``tcfg`` and nothing done."""
+        from dnas.train import resume_point
+
+        trials = trial.study.get_trials(deepcopy=False)
+        lost = records.continues(trials[trial.number])
+        old = None if lost is None else records.trial_dir(self.config.trial_root, lost)
+        if old is None or old.is_symlink() or run_dir.exists():
+            return tcfg, [], []
+        point = resume_point(old, spec, tcfg, self.data)
+        if point is None or not 0 < len(point[1]) < epochs:
+            return tcfg, [], []
+        seed, metrics = point
+        try:
+            os.replace(old, run_dir)
+        except OSError:  # the folder cannot move (permissions): train from the start, as before
+            return tcfg, [], []
+        records.record_continued(trial, len(metrics))
+        return replace(tcfg, seed=seed), metrics, list(records.read(trials[lost]).promoted)
 
     def _check_time(self, epoch: int, step: int, steps: int, running: dict) -> None:
         """Called every few training steps: past the deadline (``--timeout``), the trial ends

@@ -288,6 +288,53 @@ def test_a_trial_cut_by_the_time_limit_is_queued_again_once(tmp_path, monkeypatc
     assert records.read(study.trials[1]).note.endswith(", as trial 0 was: not queued again")
 
 
+def test_a_trial_queued_again_goes_on_with_the_run_it_lost_as_if_never_stopped(
+    tmp_path, monkeypatch
+):
+    # The retry of a trial cut by the time limit (or interrupted, or lost with its worker)
+    # trained from the start: the lost trial's checkpoint was deleted with the others off the
+    # front, and the retry trained with a seed of its own.
+    args = [*SMALL, "--epochs", "3", "--trials", "1", "--space", "densenet",
+            "--initial-design", "0", "--json"]  # fmt: skip
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    whole = run_cli(tmp_path / "a", monkeypatch, "search", *args, "--study", "whole")
+    assert whole.exit_code == 0, whole.output
+    check = TrialRunner._check_time
+
+    def cut_in_epoch_3(self, epoch, *args):  # noqa: ANN001, ANN202
+        if epoch == 3:
+            self.deadline = time.monotonic() - 1
+        return check(self, epoch, *args)
+
+    monkeypatch.setattr(TrialRunner, "_check_time", cut_in_epoch_3)
+    cut = run_cli(tmp_path / "b", monkeypatch, "search", *args, "--timeout", "1h", "--study", "c")
+    assert cut.exit_code == 1, cut.output
+    assert (tmp_path / "b/studies/c/trial-00000/checkpoint.pt").is_file()  # kept for the retry
+    monkeypatch.setattr(TrialRunner, "_check_time", check)
+    again = run_cli(tmp_path / "b", monkeypatch, "search", *args, "--study", "c")
+    assert again.exit_code == 0, again.output
+    assert "trial 1 " in again.stderr and "epoch 1/3" not in again.stderr  # epochs 3 on only
+    assert "after 3 epochs in " in again.stderr  # the run's, of which the retry trained one
+    assert "(trial 0's run, gone on after epoch 2) | best" in again.stderr
+    studies = {
+        name: optuna.load_study(study_name=name, storage=f"sqlite:///{root}/studies/{name}.db")
+        for name, root in (("whole", tmp_path / "a"), ("c", tmp_path / "b"))
+    }
+    (one,) = [records.read(t) for t in studies["whole"].trials]
+    lost, went_on = (records.read(t) for t in studies["c"].trials)
+    assert lost.state == records.LOST and went_on.state == records.TRAINED
+    assert (went_on.continued, went_on.resumed_at_epoch) == (0, 2)
+    assert went_on.name == one.name
+    # the same run: the same seed, and after the resume the same weights (bit-identical on a
+    # CPU), so the same accuracy every epoch as the run never stopped
+    assert [m["val_acc"] for m in went_on.metrics] == [m["val_acc"] for m in one.metrics]
+    assert went_on.val_acc == one.val_acc
+    assert sorted(files_under(tmp_path / "b/studies/c")) == [
+        "trial-00001", *(f"trial-00001/{f}" for f in ("checkpoint.pt", "config.json",
+                                                      "metrics.jsonl", "result.json"))
+    ]  # fmt: skip
+
+
 def test_study_names_are_checked_where_studies_are_opened(tmp_path):
     with pytest.raises(DnasError, match="bad study name"):
         records.load_study("../x", f"sqlite:///{tmp_path}/x.db")
@@ -298,7 +345,7 @@ def test_study_names_are_checked_where_studies_are_opened(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     """SIGINT while a trial trains: one line saying what is kept and how to resume, exit 130,
-    no traceback; the interrupted trial's checkpoint is not left behind."""
+    no traceback; the interrupted trial's checkpoint is kept for its retry, no other."""
     args = [
         sys.executable,
         "-m",
@@ -348,9 +395,9 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     study = optuna.load_study(study_name="c", storage=f"sqlite:///{tmp_path}/studies/c.db")
     kept = {r.number for r in records.read_all(study) if r.state == records.TRAINED}
     left = {int(p.parent.name[6:]) for p in root.glob("trial-*/checkpoint.pt")}
-    assert left <= kept  # no orphan checkpoint of the interrupted trial
     (cut,) = [t for t in study.trials if records.read(t).note.startswith("interrupted")]
-    assert cut.params in queued(study)  # a rerun trains it
+    assert cut.params in queued(study)  # a rerun trains it, going on from its checkpoint
+    assert cut.number in left and left <= kept | {cut.number}  # was deleted with the others
     assert files_under(tmp_path) <= {"studies"} | {
         str(p.relative_to(tmp_path)) for p in (tmp_path / "studies").rglob("*")
     }

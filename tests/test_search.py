@@ -628,3 +628,27 @@ def test_a_retry_does_not_compete_with_its_own_lost_original_at_a_rung(tmp_path)
     retry = SimpleNamespace(number=1, study=study)
     decision = TrialRunner._decide(SimpleNamespace(config=config), retry, 1, 0.5, 4000.0)
     assert decision.promote and decision.competitors == 1  # alone at the rung: the ghost is out
+
+
+def test_a_trial_queued_again_knows_the_lost_trial_whose_run_it_goes_on_with():
+    # Queued by dnas (interrupted, cut by the time limit) or by Optuna's heartbeat (its worker
+    # died: the lost trial's attributes copied, its number in the retry history), the run to go
+    # on with is the lost trial's: the last one lost, and never a later trial's.
+    S = optuna.trial.TrialState
+
+    def waiting(number, user_attrs=None, system_attrs=None):
+        t = optuna.trial.create_trial(state=S.WAITING, user_attrs=user_attrs or {},
+                                      system_attrs=system_attrs or {})  # fmt: skip
+        t.number = number
+        return t
+
+    assert records.continues(waiting(5)) is None
+    assert records.continues(waiting(5, {"continues": 3})) == 3
+    # worker of trial 7 (itself queued for trial 3) died: the heartbeat's retry copies 7's marks
+    heartbeat = {"failed_trial": 7, "retry_history": [7]}
+    assert records.continues(waiting(9, {"continues": 3}, heartbeat)) == 7
+    twice = {"failed_trial": 2, "retry_history": [2, 7]}
+    assert records.continues(waiting(9, {}, twice)) == 7
+    for bad in ({"continues": 9}, {"continues": "3"}, {"continues": True}, {"continues": -1}):
+        assert records.continues(waiting(9, bad)) is None
+    assert records.continues(waiting(9, {}, {"retry_history": [12]})) is None
