@@ -58,8 +58,8 @@ def _say_the_value(e: Exception, given: list[str]) -> None:
         for a, b in zip(given, [*given[1:], None])
         if (a in opts and b is not None) or a.split("=", 1)[0] in opts and "=" in a
     ]
-    message = message.removeprefix("Value error, ")
-    if values and repr(values[-1]) not in message:  # the last one given is the one used
+    message = message.removeprefix("Value error, ")  # "Value error, 'x' is not one of ..."
+    if values and message.startswith("Input should"):  # the last one given is the one used
         message = f"{message[:1].lower()}{message[1:].rstrip('.')}, not {values[-1]!r}"
     e.message = message
 

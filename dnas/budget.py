@@ -9,6 +9,7 @@ quoted.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -106,14 +107,22 @@ def _short(n: float, units: tuple[tuple[str, int], ...]) -> str:
     """Three significant digits in the largest unit that leaves at least 1; the next unit once
     they round to it (999,999 is '1M', not '1e+03k'), whole numbers from 1000 of a unit on
     (1023 KiB is '1023k'; past the largest unit, '5000G'), and an exponent from a million on."""
+    if not math.isfinite(n):
+        return f"{n:g}"
     unit, scale = units[0]
     for bigger, bigger_scale in units[1:]:
-        if abs(n) < bigger_scale and abs(float(f"{n / scale:.3g}")) < bigger_scale / scale:
+        if abs(_shown(n / scale)) < bigger_scale / scale:
             break
         unit, scale = bigger, bigger_scale
     value = n / scale
-    whole = 1000 <= abs(float(f"{value:.3g}")) < 10**6
+    whole = 1000 <= abs(_shown(value)) < 10**6
     return f"{value:.0f}{unit}" if whole else f"{value:.3g}{unit}"
+
+
+def _shown(value: float) -> float:
+    """``value`` as ``_short`` prints it: three significant digits, whole from 1000 on."""
+    rounded = float(f"{value:.3g}")
+    return float(round(value)) if abs(rounded) >= 1000 else rounded
 
 
 def bytes_text(n: float) -> str:

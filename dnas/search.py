@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import queue
+import pickle
 import random
 import re
 import sys
@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing import queues as mp_queues
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import msgspec
@@ -279,7 +279,7 @@ def run_worker(
         check_stop()  # before the next trial: one that Python dropped stops the search here
         (event,) = _events(study.get_trials(deepcopy=False), [trial.number], config)
         on_trial(event)
-        trained = event.trained
+        trained = trained_count(study, None, config.training_key)  # now, not as the event was
         if (reason := _same_failures(study)) is not None:
             stop.append(reason)
         if runner.rejected > MAX_REJECTED:
@@ -327,7 +327,7 @@ def worker_capacity(device: str) -> int:
 
 
 def _worker_entry(
-    config: SearchConfig, index: int, threads: int, parent: int, events: mp_queues.Queue
+    config: SearchConfig, index: int, threads: int, parent: int, events: Connection
 ) -> None:
     import torch
 
@@ -337,12 +337,10 @@ def _worker_entry(
     try:  # the parent prints each epoch, and reads each finished trial from the study at once
         reason = run_worker(
             msgspec.structs.replace(config, workers=1),
-            on_trial=lambda e: events.put(e.record.number),
-            on_epoch=events.put,
+            on_trial=lambda e: events.send(e.record.number),
+            on_epoch=events.send,
             worker=index,
         )
-        events.close()
-        events.join_thread()  # what was put reaches the parent before the process ends
     except KeyboardInterrupt as e:  # Ctrl-C reaches every process; the parent says what is kept
         os._exit(143 if isinstance(e, Terminated) else 130)
     except DnasError as e:  # one line, as the parent's own (a full disk under the storage)
@@ -368,35 +366,46 @@ def _run_processes(
     ctx = mp.get_context("spawn")
     ngpu = torch.cuda.device_count() if config.device is Device.cuda else 0
     threads = max(1, worker_capacity("cpu") // config.workers)
-    events = ctx.Queue()  # EpochEvent, or the number of a trial that finished
-    procs = []
+    procs, pipes = [], []  # a pipe of its own per worker: one killed mid-send blocks no other
     reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 
-    def relay(item: object) -> None:
-        if isinstance(item, int):
-            _report_new(study, config, reported, on_trial)
-        else:
-            on_epoch(item)  # type: ignore[arg-type]
+    def relay(timeout: float) -> bool:
+        """Report what the workers sent within ``timeout`` (an EpochEvent, or the number of a
+        trial that finished); whether anything came."""
+        if not pipes:
+            time.sleep(timeout)
+            return False
+        ready = wait(pipes, timeout)
+        for pipe in ready:
+            try:
+                item = pipe.recv()
+            except (EOFError, OSError, pickle.UnpicklingError):  # the worker has ended
+                pipes.remove(pipe)
+                pipe.close()
+                continue
+            if isinstance(item, int):
+                _report_new(study, config, reported, on_trial)
+            else:
+                on_epoch(item)
+        return bool(ready)
 
     try:
         for i in range(config.workers):
-            args = (config, i, threads, os.getpid(), events)
-            p = ctx.Process(target=_worker_entry, args=args)
+            receive, send = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_worker_entry, args=(config, i, threads, os.getpid(), send))
             with visible_gpu(worker_gpu(i, ngpu) if ngpu > 1 else None):
                 p.start()  # the worker's environment is this process's, now
+            send.close()  # the worker's end: the pipe reads as ended once the worker is gone
             procs.append(p)
+            pipes.append(receive)
         while any(p.is_alive() for p in procs):
             poll = time.monotonic() + POLL_S
             while time.monotonic() < poll and any(p.is_alive() for p in procs):
                 check_stop()
-                with contextlib.suppress(queue.Empty):
-                    relay(events.get(timeout=0.5))
+                relay(0.5)
             _report_new(study, config, reported, on_trial)
-        while True:  # what the last workers sent before they ended
-            try:
-                relay(events.get_nowait())
-            except queue.Empty:
-                break
+        while relay(0):  # what the last workers sent before they ended
+            pass
         _report_new(study, config, reported, on_trial)
         check_stop()  # the workers stopped on the same Ctrl-C: not their failure
         # 0: done; 3: stopped on repeated failures (the study says which); else its own error
@@ -415,8 +424,8 @@ def _run_processes(
             p.join(timeout=60)
             if p.is_alive():
                 p.kill()
-        events.close()
-        events.cancel_join_thread()  # this process put nothing: nothing to wait for
+        for pipe in pipes:
+            pipe.close()
 
 
 def _report_new(study: optuna.Study, config: SearchConfig, reported: set[int],
@@ -628,10 +637,9 @@ def search(
 
 def _finish(study: optuna.Study, config: SearchConfig, t0: float) -> SearchSummary:
     """Summarise the study and delete the checkpoints of finished trials off the front (a trial
-    another process is still training keeps its own, and a lost one whose run a trial queued
-    again will go on with)."""
+    another process is still training keeps its own, and so does a lost one whose run a queued
+    trial may go on with)."""
     summary = summarize(study, config, time.perf_counter() - t0)
-    running = {r.number for r in records.read_all(study) if r.state == records.RUNNING}
-    keep = {m.number for m in summary.front} | running | records.awaited_runs(study)
-    prune_checkpoints(config.trial_root, keep)
+    pending = records.awaited_runs(study.get_trials(deepcopy=False))
+    prune_checkpoints(config.trial_root, {m.number for m in summary.front} | pending)
     return summary

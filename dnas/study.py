@@ -47,7 +47,8 @@ _LEGACY_STARTED = "trained"  # what studies made before 0.2 called it
 _WORKER = "worker"  # the process that trains it (``worker_id``)
 _AFTER_TIME_LIMIT = "after_time_limit"  # on a queued trial: the trial whose time-limit cut it is
 _CONTINUES = "continues"  # on a queued trial: the interrupted or cut trial whose run it continues
-_RESUMED_AT = "resumed_at_epoch"  # on a trial that continued one: the epochs that run had done
+_CONTINUED = "continued"  # on a trial that went on with a lost trial's run: that trial
+_RESUMED_AT = "resumed_at_epoch"  # ... and the epochs that run had done
 
 
 # ---- names, storage and folders -------------------------------------------------------------
@@ -283,6 +284,8 @@ def record_started(trial: optuna.Trial, device: str, run_dir: Path) -> None:
     trial.set_user_attr(_STARTED, True)
     trial.set_user_attr("rungs", {})  # a retried trial inherits its original's attributes
     trial.set_user_attr("promoted", [])
+    trial.set_user_attr(_CONTINUED, None)  # (None reads as never set)
+    trial.set_user_attr(_RESUMED_AT, None)
     trial.set_user_attr("device", device)
     trial.set_user_attr("run_dir", str(run_dir))
 
@@ -388,8 +391,8 @@ def record_interrupted(
     """Stopped by Ctrl-C, SIGTERM or (``time_limit``) the search's time limit while training:
     not a failure of its own (it does not count towards ``--trials``), and queued again, behind
     the trials already waiting: a rerun continues its run from the last completed epoch if
-    ``--trials`` leaves room after them (``continues``). The queued trial remembers a time-limit
-    cut (``cut_before``)."""
+    ``--trials`` leaves room after them (``lost_runs``). The queued trial remembers a
+    time-limit cut (``cut_before``)."""
     trial.set_user_attr("interrupted", note)
     mark = {_CONTINUES: trial.number}
     if time_limit:
@@ -402,34 +405,36 @@ def cut_before(trial: optuna.Trial) -> int | None:
     return trial.user_attrs.get(_AFTER_TIME_LIMIT)
 
 
-def continues(trial: optuna.trial.FrozenTrial) -> int | None:
-    """The trial whose run this one was queued to go on with: the one lost last before it,
-    interrupted, cut by the time limit, or failed with its worker (then Optuna's heartbeat
-    queued it, copying the lost trial's attributes, and notes the trials it retries); None for
-    a trial queued for itself."""
+def lost_runs(trial: optuna.trial.FrozenTrial) -> list[int]:
+    """The trials whose run this one was queued to go on with, the likeliest first: the one
+    lost last before it (interrupted, cut by the time limit, or failed with its worker: then
+    Optuna's heartbeat queued it, copying the lost trial's attributes, and noted the trials it
+    retries), then the one that trial was itself queued for, whose folder it may have died
+    before taking over. Empty for a trial queued for itself."""
     import optuna
 
     with warnings.catch_warnings():  # the retry history is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)
-    if isinstance(history, list) and history and type(history[-1]) is int:
-        return history[-1] if 0 <= history[-1] < trial.number else None
-    number = trial.user_attrs.get(_CONTINUES)
-    return number if type(number) is int and 0 <= number < trial.number else None
+    found = [history[-1]] if isinstance(history, list) and history else []
+    found.append(trial.user_attrs.get(_CONTINUES))
+    runs = [n for n in found if type(n) is int and 0 <= n < trial.number]
+    return list(dict.fromkeys(runs))
 
 
-def record_continued(trial: optuna.Trial, epochs: int) -> None:
-    """The trial went on with the run of the trial it ``continues``, which had done ``epochs``."""
+def record_continued(trial: optuna.Trial, lost: int, epochs: int) -> None:
+    """The trial went on with the run of trial ``lost``, which had done ``epochs``."""
+    trial.set_user_attr(_CONTINUED, lost)
     trial.set_user_attr(_RESUMED_AT, epochs)
 
 
-def awaited_runs(study: optuna.Study) -> set[int]:
-    """The trials whose run folders a queued or running trial will go on with: their
-    checkpoints must be kept."""
+def awaited_runs(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """The trials whose run folders must be kept: those waiting or running, and the lost ones
+    whose run they may go on with (one waiting may take a lost folder over at any moment)."""
     from optuna.trial import TrialState as S
 
-    waiting = study.get_trials(deepcopy=False, states=(S.WAITING, S.RUNNING))
-    return {n for t in waiting if (n := continues(t)) is not None}
+    pending = [t for t in trials if t.state in (S.WAITING, S.RUNNING)]
+    return {t.number for t in pending} | {n for t in pending for n in lost_runs(t)}
 
 
 def queued_again(trial: optuna.trial.FrozenTrial) -> bool:
@@ -543,8 +548,10 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         promoted=r.texts("promoted"),
         reused_from=r.get("reused_from", int, lambda v: 0 <= v < trial.number),
     )
-    if (resumed := r.get(_RESUMED_AT, int, lambda v: v >= 1)) is not None:
-        rec.continued, rec.resumed_at_epoch = continues(trial), resumed
+    continued = r.get(_CONTINUED, int, lambda v: 0 <= v < trial.number)
+    resumed = r.get(_RESUMED_AT, int, lambda v: v >= 1)
+    if continued is not None and resumed is not None:
+        rec.continued, rec.resumed_at_epoch = continued, resumed
     rejected, skipped = r.get("rejected", str), r.get("skipped", str)
     failure, stopped, pruned = r.get("failure", str), r.get("stopped", str), r.get("pruned", str)
     interrupted = r.get("interrupted", str)

@@ -435,8 +435,8 @@ def resume_point(
             return None
         _check_resume(ckpt, spec, replace(config, seed=seed), data)
         return seed, list(ckpt["metrics"])
-    except (DnasError, AttributeError, KeyError, TypeError):  # none, another run's, or damaged
-        return None
+    except (DnasError, OSError, AttributeError, KeyError, TypeError):  # none, another run's,
+        return None  # damaged, or unreadable
 
 
 def _check_resume(ckpt: dict, spec: Spec, config: TrainConfig, data: DataSplits) -> None:

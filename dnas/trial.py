@@ -203,24 +203,38 @@ class TrialRunner:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        # the rungs the lost run passed: it trained on after each, so it was promoted there
+        if not pareto:  # Hyperband judges the lost run's epochs as they came, one by one
+            for m in before:
+                trial.report(m["val_acc"], m["epoch"])
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {m['epoch']}")
+        # The rungs the lost run reached: passed if it trained on, or was promoted there; at
+        # the last, it may have been lost before the decision, which is then taken now.
         reached = {r: m["val_acc"] for m in before for r in rungs if m.get("epoch") == r}
+        passed = {r for r in reached if r < len(before) or any(p.startswith(f"at epoch {r},")
+                                                               for p in promoted)}  # fmt: skip
+        promoted = [p for p in promoted if any(p.startswith(f"at epoch {r},") for r in passed)]
         if reached:
             records.record_rung(trial, reached)
             records.record_promoted(trial, promoted)
         for i, rung in enumerate(rungs):
-            if rung in reached:
+            if rung in passed:
                 continue
-            result = train(spec, self.data, tcfg, run_dir=run_dir, resume=i > 0 or bool(before),
-                           on_epoch=on_epoch, should_stop=lambda r=rung: done[0] >= r,
-                           on_progress=self._check_time)  # fmt: skip
-            # each rung resumes the run: its wall time covers the rungs before it too
-            records.record_result(trial, result.metrics, result.wall_time_s, result.images_per_s)
-            acc = result.final_val_acc
-            if result.diverged or acc is None or math.isnan(acc):
-                raise RuntimeError(result.reason or "no validation accuracy")
-            reached[rung] = acc
-            records.record_rung(trial, reached)
+            if rung in reached:
+                acc = reached[rung]
+            else:
+                result = train(spec, self.data, tcfg, run_dir=run_dir,
+                               resume=i > 0 or bool(before), on_epoch=on_epoch,
+                               should_stop=lambda r=rung: done[0] >= r,
+                               on_progress=self._check_time)  # fmt: skip
+                # each rung resumes the run: its wall time covers the rungs before it too
+                records.record_result(trial, result.metrics, result.wall_time_s,
+                                      result.images_per_s)  # fmt: skip
+                acc = result.final_val_acc
+                if result.diverged or acc is None or math.isnan(acc):
+                    raise RuntimeError(result.reason or "no validation accuracy")
+                reached[rung] = acc
+                records.record_rung(trial, reached)
             if rung == rungs[-1]:
                 break
             decision = self._decide(trial, rung, acc, cost)
@@ -237,25 +251,27 @@ class TrialRunner:
         """For a trial queued again for a lost one (interrupted, cut by the time limit, or
         failed with its worker), take over that trial's run folder, so that training goes on
         from its last completed epoch with its seed, as if never stopped. Returns the training
-        settings, the epochs done and the rungs passed; for any other trial, or a lost run that
-        cannot go on (none, another run's, damaged, or done), ``tcfg`` and nothing done."""
+        settings, the epochs done and the lost trial's promotions; for any other trial, or a
+        lost run that cannot go on (none, another run's, damaged, or done), ``tcfg`` and
+        nothing done."""
         from dnas.train import resume_point
 
+        if run_dir.exists():
+            return tcfg, [], []
         trials = trial.study.get_trials(deepcopy=False)
-        lost = records.continues(trials[trial.number])
-        old = None if lost is None else records.trial_dir(self.config.trial_root, lost)
-        if old is None or old.is_symlink() or run_dir.exists():
-            return tcfg, [], []
-        point = resume_point(old, spec, tcfg, self.data)
-        if point is None or not 0 < len(point[1]) < epochs:
-            return tcfg, [], []
-        seed, metrics = point
-        try:
-            os.replace(old, run_dir)
-        except OSError:  # the folder cannot move (permissions): train from the start, as before
-            return tcfg, [], []
-        records.record_continued(trial, len(metrics))
-        return replace(tcfg, seed=seed), metrics, list(records.read(trials[lost]).promoted)
+        for lost in records.lost_runs(trials[trial.number]):
+            old = records.trial_dir(self.config.trial_root, lost)
+            point = None if old.is_symlink() else resume_point(old, spec, tcfg, self.data)
+            if point is None or not 0 < len(point[1]) < epochs:
+                continue
+            seed, metrics = point
+            try:
+                os.replace(old, run_dir)
+            except OSError:  # gone meanwhile, or it cannot move (permissions)
+                continue
+            records.record_continued(trial, lost, len(metrics))
+            return replace(tcfg, seed=seed), metrics, list(records.read(trials[lost]).promoted)
+        return tcfg, [], []
 
     def _check_time(self, epoch: int, step: int, steps: int, running: dict) -> None:
         """Called every few training steps: past the deadline (``--timeout``), the trial ends

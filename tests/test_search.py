@@ -630,10 +630,11 @@ def test_a_retry_does_not_compete_with_its_own_lost_original_at_a_rung(tmp_path)
     assert decision.promote and decision.competitors == 1  # alone at the rung: the ghost is out
 
 
-def test_a_trial_queued_again_knows_the_lost_trial_whose_run_it_goes_on_with():
+def test_a_trial_queued_again_knows_the_lost_trials_whose_run_it_may_go_on_with():
     # Queued by dnas (interrupted, cut by the time limit) or by Optuna's heartbeat (its worker
-    # died: the lost trial's attributes copied, its number in the retry history), the run to go
-    # on with is the lost trial's: the last one lost, and never a later trial's.
+    # died: the lost trial's attributes copied, its number in the retry history): the lost
+    # trial's run first, then the one that trial was queued for (it may have died before taking
+    # its folder over), never a later trial's.
     S = optuna.trial.TrialState
 
     def waiting(number, user_attrs=None, system_attrs=None):
@@ -642,13 +643,31 @@ def test_a_trial_queued_again_knows_the_lost_trial_whose_run_it_goes_on_with():
         t.number = number
         return t
 
-    assert records.continues(waiting(5)) is None
-    assert records.continues(waiting(5, {"continues": 3})) == 3
+    assert records.lost_runs(waiting(5)) == []
+    assert records.lost_runs(waiting(5, {"continues": 3})) == [3]
     # worker of trial 7 (itself queued for trial 3) died: the heartbeat's retry copies 7's marks
     heartbeat = {"failed_trial": 7, "retry_history": [7]}
-    assert records.continues(waiting(9, {"continues": 3}, heartbeat)) == 7
+    assert records.lost_runs(waiting(9, {"continues": 3}, heartbeat)) == [7, 3]
     twice = {"failed_trial": 2, "retry_history": [2, 7]}
-    assert records.continues(waiting(9, {}, twice)) == 7
+    assert records.lost_runs(waiting(9, {}, twice)) == [7]
+    assert records.lost_runs(waiting(9, {"continues": 7}, twice)) == [7]
     for bad in ({"continues": 9}, {"continues": "3"}, {"continues": True}, {"continues": -1}):
-        assert records.continues(waiting(9, bad)) is None
-    assert records.continues(waiting(9, {}, {"retry_history": [12]})) is None
+        assert records.lost_runs(waiting(9, bad)) == []
+    assert records.lost_runs(waiting(9, {}, {"retry_history": [12]})) == []
+    # their folders are kept from pruning, and so are the waiting trials' own
+    done = optuna.trial.create_trial(state=S.COMPLETE, value=0.5)
+    done.number = 1
+    assert records.awaited_runs([done, waiting(9, {"continues": 3}, heartbeat)]) == {9, 7, 3}
+
+
+def test_a_retry_of_a_retry_says_nothing_of_the_run_its_original_went_on_with():
+    # Optuna's heartbeat copies the lost trial's attributes into its retry: one that went on
+    # with trial 0's run must not make the retry, which trains from the start, say so too.
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    study.enqueue_trial({}, user_attrs={"continued": 0, "resumed_at_epoch": 2})
+    trial = study.ask()
+    assert records.read(study.trials[1]).continued == 0
+    records.record_started(trial, "cpu", Path("trial-00001"))
+    rec = records.read(study.trials[1])
+    assert (rec.continued, rec.resumed_at_epoch, rec.problems) == (None, None, [])
