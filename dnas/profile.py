@@ -43,13 +43,13 @@ PATIENCE = 4
 # and median of every fresh `dnas profile densenet-bc-100` run, so each series compares them on
 # the same runs. The figure is the worst three invocations in a row of the four timings.
 # - On this project's later 2-core AMD EPYC (AVX-512), whose speed moves by itself (``Reference``
-#   below), the fastest agreed better than the median in all seven series as shipped: 8.4 vs
+#   below), the fastest agreed better than the median in all eight series as shipped: 8.4 vs
 #   11.7%, 9.3 vs 17.2%, 12.1 vs 15.6% (twice the timed seconds), 15.0 vs 21.9%, 31.5 vs 37.0%,
-#   8.9 vs 14.7%, and 13.5 vs 18.2% once the fastest was the headline (results/profile_stability
-#   _avx512*.json, _min_avx512.json, profile_arms_*.json, profile_threads_*.json). The lower
-#   quartile mostly lay between them. One thread or PyTorch's huge pages steadied neither.
-#   Three in a row within 10% held in three of the seven: the machine's own drift bounds any
-#   statistic.
+#   8.9 vs 14.7%, and 13.5 vs 18.2% and 10.4 vs 11.5% once the fastest was the headline
+#   (results/profile_stability_avx512*.json, _min_avx512*.json, profile_arms_*.json,
+#   profile_threads_*.json). The lower quartile mostly lay between them. One thread or PyTorch's
+#   huge pages steadied neither. Three in a row within 10% held in three of the eight (in the
+#   last, 12 of its 13 runs of three): the machine's own drift bounds any statistic.
 # - On the AVX2 machine of earlier sessions the median agreed better (9.6 vs 22.4%, 8.0 vs 11.7%,
 #   20.2 vs 30.4% with 7-40 timed runs: results/profile_stability.json, _3runs, _fastest), when
 #   the fastest run was whichever met the host's quietest moment. The median and the slowest
