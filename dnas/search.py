@@ -628,7 +628,7 @@ def search(
         if why is None and (cut or limit is not None and summary.wall_time_s >= limit):
             why = "no trial finished training within the time limit"
             if cut:
-                why += " (a trial it cut is queued again, once: rerun with a longer --timeout)"
+                why += " (a trial it cut is queued again: rerun, or give a longer --timeout)"
         elif why is None and summary.lost:
             why = f"{summary.lost} trial(s) ended with their worker (killed or out of memory)"
         raise SearchFailed(f"no trained trial in study {config.study_name}: {why or 'none ran'}")

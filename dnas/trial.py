@@ -43,8 +43,8 @@ class CutByTimeLimit(Exception):
     """``--timeout`` passed while the trial trained. The cut says nothing of the candidate: like
     an interruption, it does not count towards ``--trials`` and is queued again (a rerun of the
     command goes on with its run: ``TrialRunner._go_on``), where a pruned trial would stay
-    half-trained for good.
-    Once only: a retry cut again is too long for the limit, and is pruned."""
+    half-trained for good. A retry cut again before it finished an epoch is longer than the
+    limit allows, and is pruned (queued again, it would take every rerun's time)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class TrialRunner:
     duplicates_in_a_row: int = 0
     space: FeasibleSpace = field(init=False)
     trial: optuna.Trial | None = field(default=None, init=False)  # the last one started
+    epochs_trained: int = field(default=0, init=False)  # by the last trial, in this process
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -91,7 +92,7 @@ class TrialRunner:
                                    cfg.train_batch_size, self.data.device.type)  # fmt: skip
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        self.trial = trial
+        self.trial, self.epochs_trained = trial, 0
         records.record_worker(trial)  # first: a retried trial inherits its dead original's
         try:
             return self._run(trial)
@@ -100,10 +101,11 @@ class TrialRunner:
             raise
         except CutByTimeLimit as e:
             before = records.cut_before(trial)
-            if before is not None:  # cut twice: too long for the time limit
-                records.record_pruned(trial, f"{e}, as trial {before} was: not queued again")
+            if before is not None and self.epochs_trained == 0:  # longer than the limit allows
+                records.record_pruned(trial, f"{e} with no epoch finished, as trial {before} was"
+                                      " cut before it: not queued again")  # fmt: skip
                 raise optuna.TrialPruned(str(e)) from None
-            records.record_interrupted(trial, f"{e}; queued again, once", time_limit=True)
+            records.record_interrupted(trial, f"{e}; queued again", time_limit=True)
             raise
         except Exception as e:  # a bad proposal, an OOM, a bug: recorded, the study goes on
             records.record_failure(trial, f"{type(e).__name__}: {e}")
@@ -196,6 +198,7 @@ class TrialRunner:
 
         def on_epoch(epoch: int, metrics: dict) -> None:
             done[0] = epoch
+            self.epochs_trained += 1
             self.on_epoch(EpochEvent(trial.number, spec.name, epoch, config.epochs,
                                      metrics["val_acc"], metrics["images_per_s"]))  # fmt: skip
             if not pareto:  # Optuna prunes single-objective studies only

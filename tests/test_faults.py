@@ -256,7 +256,9 @@ def test_search_with_no_trained_trial_exits_non_zero(tmp_path, monkeypatch):
     )
 
 
-def test_a_trial_cut_by_the_time_limit_is_queued_again_once(tmp_path, monkeypatch):
+def test_a_trial_cut_by_the_time_limit_is_queued_again_until_cut_with_no_progress(
+    tmp_path, monkeypatch
+):
     check = TrialRunner._check_time
 
     def late(self, *args):  # noqa: ANN001, ANN202 - the limit passes while the trial trains
@@ -269,7 +271,7 @@ def test_a_trial_cut_by_the_time_limit_is_queued_again_once(tmp_path, monkeypatc
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1] == (
         "Error: no trained trial in study t: no trial finished training within the time limit"
-        " (a trial it cut is queued again, once: rerun with a longer --timeout)"
+        " (a trial it cut is queued again: rerun, or give a longer --timeout)"
     )
     # It was recorded pruned, so a rerun counted it towards --trials and never trained it (and
     # the summary called it trained).
@@ -280,12 +282,14 @@ def test_a_trial_cut_by_the_time_limit_is_queued_again_once(tmp_path, monkeypatc
     assert not records.counts_towards_trials(cut)
     assert retry.state == optuna.trial.TrialState.WAITING
     assert retry.system_attrs["fixed_params"] == cut.params
-    # Cut again on a rerun: too long for the limit. Pruned, not queued a third time (which
-    # would spend every rerun's time on it).
+    # Cut again on a rerun before it finished an epoch: too long for the limit. Pruned, not
+    # queued a third time (which would spend every rerun's time on it).
     assert run_cli(tmp_path, monkeypatch, *args).exit_code == 1
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/studies/t.db")
     assert [t.state.name for t in study.trials] == ["FAIL", "PRUNED"]
-    assert records.read(study.trials[1]).note.endswith(", as trial 0 was: not queued again")
+    assert records.read(study.trials[1]).note.endswith(
+        " with no epoch finished, as trial 0 was cut before it: not queued again"
+    )
 
 
 def test_a_trial_queued_again_goes_on_with_the_run_it_lost_as_if_never_stopped(
@@ -333,6 +337,35 @@ def test_a_trial_queued_again_goes_on_with_the_run_it_lost_as_if_never_stopped(
         "trial-00001", *(f"trial-00001/{f}" for f in ("checkpoint.pt", "config.json",
                                                       "metrics.jsonl", "result.json"))
     ]  # fmt: skip
+
+
+def test_a_retry_cut_again_after_finishing_an_epoch_is_queued_again(tmp_path, monkeypatch):
+    # Each cut keeps the run's epochs now: a retry that got further is not "too long for the
+    # limit" (it used to be pruned at its second cut, half-trained for good).
+    args = [*SMALL, "--epochs", "3", "--trials", "1", "--space", "densenet",
+            "--initial-design", "0", "--timeout", "1h", "--study", "c"]  # fmt: skip
+    check = TrialRunner._check_time
+
+    def cut_in(epoch_to_cut):  # noqa: ANN001, ANN202
+        def late(self, epoch, *args):  # noqa: ANN001, ANN202
+            if epoch == epoch_to_cut:
+                self.deadline = time.monotonic() - 1
+            return check(self, epoch, *args)
+
+        return late
+
+    for epoch in (2, 3):  # a cut in epoch 2, then its retry's in epoch 3 (epoch 2 finished)
+        monkeypatch.setattr(TrialRunner, "_check_time", cut_in(epoch))
+        assert run_cli(tmp_path, monkeypatch, "search", *args).exit_code == 1
+    monkeypatch.setattr(TrialRunner, "_check_time", check)
+    result = run_cli(tmp_path, monkeypatch, "search", *args)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="c", storage=f"sqlite:///{tmp_path}/studies/c.db")
+    first, second, third = (records.read(t) for t in study.trials)
+    assert [r.state for r in (first, second, third)] == [records.LOST] * 2 + [records.TRAINED]
+    assert re.fullmatch(r"cut by the time limit at epoch 3, step \d+; queued again", second.note)
+    assert (second.continued, third.continued, third.resumed_at_epoch) == (0, 1, 2)
+    assert "epoch 3/3" in result.stderr and "epoch 2/3" not in result.stderr
 
 
 def _search_lost_then_rerun(tmp_path, monkeypatch, args, patch):  # noqa: ANN001, ANN202
