@@ -409,12 +409,7 @@ def _run_processes(
         _report_new(study, config, reported, on_trial)
         check_stop()  # the workers stopped on the same Ctrl-C: not their failure
         # 0: done; 3: stopped on repeated failures (the study says which); else its own error
-        failed = [
-            f"{i} (exit {p.exitcode})" for i, p in enumerate(procs) if p.exitcode not in (0, 3)
-        ]
-        if failed:
-            return f"worker {', '.join(failed)} failed; its error is printed above"
-        return None
+        return _workers_failed([p.exitcode for p in procs])
     except Terminated:  # sent to this process alone (Ctrl-C reaches the whole process group)
         for p in procs:
             p.terminate()
@@ -426,6 +421,29 @@ def _run_processes(
                 p.kill()
         for pipe in pipes:
             pipe.close()
+
+
+def _workers_failed(exit_codes: list[int | None]) -> str | None:
+    """Why the search stops for its workers' exit codes, None when none failed. 0: done; 3:
+    stopped on repeated failures (the study says which); 130/143: a Ctrl-C or SIGTERM sent to
+    the worker alone; negative: killed by that signal (kill -9, the out-of-memory killer); both
+    print nothing. Any other: the worker's own error, printed on stderr."""
+    import signal
+
+    why, again = [], "its trial is queued again when the same command runs again"
+    for i, code in enumerate(exit_codes):
+        if code in (None, 0, 3):
+            continue
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            how = " (kill -9, or the out-of-memory killer)" if name == "SIGKILL" else ""
+            why.append(f"worker {i} was killed by {name}{how}; {again}")
+        elif code in (130, 143):
+            why.append(f"worker {i} was stopped by {'SIGTERM' if code == 143 else 'Ctrl-C'}"
+                       f" sent to it alone; {again}")  # fmt: skip
+        else:
+            why.append(f"worker {i} (exit {code}) failed; its error is printed above")
+    return "; ".join(why) or None
 
 
 def _report_new(study: optuna.Study, config: SearchConfig, reported: set[int],

@@ -671,3 +671,19 @@ def test_a_retry_of_a_retry_says_nothing_of_the_run_its_original_went_on_with():
     records.record_started(trial, "cpu", Path("trial-00001"))
     rec = records.read(study.trials[1])
     assert (rec.continued, rec.resumed_at_epoch, rec.problems) == (None, None, [])
+
+
+def test_a_worker_killed_by_a_signal_is_not_said_to_have_printed_an_error():
+    # kill -9 of one worker (the out-of-memory killer's signal) ended the search with
+    # "worker 0 (exit -9) failed; its error is printed above", and nothing was printed.
+    said = dnas.search._workers_failed
+    assert said([0, 3]) is None and said([None, 0]) is None
+    again = "its trial is queued again when the same command runs again"
+    assert said([-9, 0]) == (
+        f"worker 0 was killed by SIGKILL (kill -9, or the out-of-memory killer); {again}"
+    )
+    assert said([0, 143]) == f"worker 1 was stopped by SIGTERM sent to it alone; {again}"
+    assert said([2, -15]) == (
+        f"worker 0 (exit 2) failed; its error is printed above; worker 1 was killed by SIGTERM;"
+        f" {again}"
+    )
