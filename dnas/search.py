@@ -408,7 +408,6 @@ def _run_processes(
             pass
         _report_new(study, config, reported, on_trial)
         check_stop()  # the workers stopped on the same Ctrl-C: not their failure
-        # 0: done; 3: stopped on repeated failures (the study says which); else its own error
         return _workers_failed([p.exitcode for p in procs])
     except Terminated:  # sent to this process alone (Ctrl-C reaches the whole process group)
         for p in procs:
