@@ -51,7 +51,7 @@ def search(
         Optional[str],
         _opt(
             "Stop after this long (2h, 30m, 90s): no trial starts after it; one still training"
-            " is cut and queued again, and a rerun goes on from its last epoch."
+            " is cut and queued again, and a rerun goes on from its last completed epoch."
         ),  # fmt: skip
     ] = None,
     epochs: Annotated[

@@ -253,6 +253,7 @@ def run_worker(
     on_trial: TrialCallback = lambda e: None,
     on_epoch: EpochCallback = lambda e: None,
     worker: int = 0,
+    deadline: float | None = None,
 ) -> str | None:
     """Run trials in this process (local worker ``worker``) until the study has
     ``config.trials`` trained ones, the timeout passes, or trials keep failing the same way
@@ -265,7 +266,8 @@ def run_worker(
         data = load_data(config.dataset, config.data_dir, config.device.value, config.val_size,
                          config.train_subset, DATA_SEED)  # fmt: skip
     study = study or open_study(config, worker)
-    deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
+    if deadline is None and config.timeout_s is not None:  # time.monotonic(), shared by workers
+        deadline = time.monotonic() + config.timeout_s
 
     def counter(study: optuna.Study, exclude: int) -> int:
         return trained_count(study, exclude, config.training_key)
@@ -326,9 +328,8 @@ def worker_capacity(device: str) -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
-def _worker_entry(
-    config: SearchConfig, index: int, threads: int, parent: int, events: Connection
-) -> None:
+def _worker_entry(config: SearchConfig, index: int, threads: int, parent: int,
+                  events: Connection, deadline: float | None) -> None:  # fmt: skip
     import torch
 
     stop_on_sigterm()  # the parent forwards its SIGTERM here
@@ -340,6 +341,7 @@ def _worker_entry(
             on_trial=lambda e: events.send(e.record.number),
             on_epoch=events.send,
             worker=index,
+            deadline=deadline,
         )
     except KeyboardInterrupt as e:  # Ctrl-C reaches every process; the parent says what is kept
         os._exit(143 if isinstance(e, Terminated) else 130)
@@ -354,11 +356,13 @@ def _run_processes(
     study: optuna.Study,
     on_trial: TrialCallback,
     on_epoch: EpochCallback = lambda e: None,
+    deadline: float | None = None,
 ) -> str | None:
-    """N local workers: one per GPU when several are visible, CPU threads split otherwise. This
-    process reports each epoch the workers send and each trial they finish (from the study, as
-    soon as a worker says so, and every few seconds for trials a dead worker left).
-    Returns why to stop when a worker failed by itself (its error is on stderr)."""
+    """N local workers: one per GPU when several are visible, CPU threads split otherwise, all
+    stopping at one ``deadline`` (``time.monotonic()``). This process reports each epoch the
+    workers send and each trial they finish (from the study, as soon as a worker says so, and
+    every few seconds for trials a dead worker left). Returns why to stop when a worker failed
+    or was killed (``_workers_failed``)."""
     import multiprocessing as mp
 
     import torch
@@ -392,7 +396,8 @@ def _run_processes(
     try:
         for i in range(config.workers):
             receive, send = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_worker_entry, args=(config, i, threads, os.getpid(), send))
+            args = (config, i, threads, os.getpid(), send, deadline)
+            p = ctx.Process(target=_worker_entry, args=args)
             with visible_gpu(worker_gpu(i, ngpu) if ngpu > 1 else None):
                 p.start()  # the worker's environment is this process's, now
             send.close()  # the worker's end: the pipe reads as ended once the worker is gone
@@ -429,12 +434,15 @@ def _workers_failed(exit_codes: list[int | None]) -> str | None:
     print nothing. Any other: the worker's own error, printed on stderr."""
     import signal
 
-    why, again = [], "its trial is queued again when the same command runs again"
+    why, again = [], "rerun the same command to resume"
     for i, code in enumerate(exit_codes):
         if code in (None, 0, 3):
             continue
         if code < 0:
-            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:  # a real-time signal has no name
+                name = f"signal {-code}"
             how = " (kill -9, or the out-of-memory killer)" if name == "SIGKILL" else ""
             why.append(f"worker {i} was killed by {name}{how}; {again}")
         elif code in (130, 143):
@@ -586,6 +594,7 @@ def search(
     from dnas.data import load_data
 
     config = prepare(config, log)
+    deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
     # Loading the data checks the sizes (--val-size, --train-subset) before any file is written;
     # separate workers load their own, so this copy stays on the CPU.
     where = config.device.value if config.workers == 1 else "cpu"
@@ -608,9 +617,9 @@ def search(
     stop = None
     try:
         if config.workers == 1:
-            stop = run_worker(config, data, study, on_trial, on_epoch)
+            stop = run_worker(config, data, study, on_trial, on_epoch, deadline=deadline)
         else:
-            stop = _run_processes(config, study, on_trial, on_epoch)
+            stop = _run_processes(config, study, on_trial, on_epoch, deadline)
         check_stop()  # not a finished search: no retraining, no "done"
     except KeyboardInterrupt as e:
         summary = _finish(study, config, t0)
@@ -642,10 +651,19 @@ def search(
         why, limit = summary.first_failure, config.timeout_s
         cut = any(r.state == records.LOST and (r.note or "").startswith("cut by the time limit")
                   for r in records.read_all(study))  # fmt: skip
+        from optuna.trial import TrialState
+
+        queued = any(t.state == TrialState.WAITING and records.cut_before(t) is not None
+                     for t in study.get_trials(deepcopy=False))  # fmt: skip
         if why is None and (cut or limit is not None and summary.wall_time_s >= limit):
             why = "no trial finished training within the time limit"
-            if cut:
+            if queued:
                 why += " (a trial it cut is queued again: rerun, or give a longer --timeout)"
+            elif cut:
+                why += (
+                    " (give a longer --timeout: a trial cut again, with no epoch finished in"
+                    " half the limit or more, is not queued again)"
+                )
         elif why is None and summary.lost:
             why = f"{summary.lost} trial(s) ended with their worker (killed or out of memory)"
         raise SearchFailed(f"no trained trial in study {config.study_name}: {why or 'none ran'}")

@@ -400,7 +400,7 @@ def record_interrupted(
     trial.study.enqueue_trial(trial.params, user_attrs=mark)
 
 
-def cut_before(trial: optuna.Trial) -> int | None:
+def cut_before(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int | None:
     """The trial whose cut by the time limit queued this one, None if it was not queued so."""
     return trial.user_attrs.get(_AFTER_TIME_LIMIT)
 

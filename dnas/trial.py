@@ -43,8 +43,9 @@ class CutByTimeLimit(Exception):
     """``--timeout`` passed while the trial trained. The cut says nothing of the candidate: like
     an interruption, it does not count towards ``--trials`` and is queued again (a rerun of the
     command goes on with its run: ``TrialRunner._go_on``), where a pruned trial would stay
-    half-trained for good. A retry cut again before it finished an epoch is longer than the
-    limit allows, and is pruned (queued again, it would take every rerun's time)."""
+    half-trained for good. A retry cut again without finishing an epoch, though it had half
+    the limit or more, is longer than the limit allows, and is pruned (queued again, it would
+    take every rerun's time)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class TrialRunner:
     space: FeasibleSpace = field(init=False)
     trial: optuna.Trial | None = field(default=None, init=False)  # the last one started
     epochs_trained: int = field(default=0, init=False)  # by the last trial, in this process
+    time_left: float | None = field(default=None, init=False)  # before the deadline, at its start
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -93,6 +95,7 @@ class TrialRunner:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         self.trial, self.epochs_trained = trial, 0
+        self.time_left = None if self.deadline is None else self.deadline - time.monotonic()
         records.record_worker(trial)  # first: a retried trial inherits its dead original's
         try:
             return self._run(trial)
@@ -101,9 +104,10 @@ class TrialRunner:
             raise
         except CutByTimeLimit as e:
             before = records.cut_before(trial)
-            if before is not None and self.epochs_trained == 0:  # longer than the limit allows
-                records.record_pruned(trial, f"{e} with no epoch finished, as trial {before} was"
-                                      " cut before it: not queued again")  # fmt: skip
+            if before is not None and self._too_long():
+                records.record_pruned(trial, f"{e} with no epoch finished in half the limit or"
+                                      f" more, as trial {before} was cut before it: not queued"
+                                      " again")  # fmt: skip
                 raise optuna.TrialPruned(str(e)) from None
             records.record_interrupted(trial, f"{e}; queued again", time_limit=True)
             raise
@@ -114,6 +118,12 @@ class TrialRunner:
             if records.started(trial):
                 records.record_interrupted(trial)
             raise
+
+    def _too_long(self) -> bool:
+        """Whether the trial just cut is longer than the time limit allows: it finished no epoch
+        though it had half the limit or more (one started late says nothing)."""
+        limit = self.config.timeout_s or 0.0
+        return self.epochs_trained == 0 and (self.time_left or 0.0) >= limit / 2
 
     def release(self) -> None:
         """After Ctrl-C or SIGTERM: the last trial, if the interruption came before Optuna

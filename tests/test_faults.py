@@ -273,8 +273,8 @@ def test_a_trial_cut_by_the_time_limit_is_queued_again_until_cut_with_no_progres
         "Error: no trained trial in study t: no trial finished training within the time limit"
         " (a trial it cut is queued again: rerun, or give a longer --timeout)"
     )
-    # It was recorded pruned, so a rerun counted it towards --trials and never trained it (and
-    # the summary called it trained).
+    # It used to be recorded pruned, so a rerun counted it towards --trials and never trained
+    # it (and the summary called it trained).
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/studies/t.db")
     cut, retry = study.trials
     record = records.read(cut)
@@ -284,11 +284,16 @@ def test_a_trial_cut_by_the_time_limit_is_queued_again_until_cut_with_no_progres
     assert retry.system_attrs["fixed_params"] == cut.params
     # Cut again on a rerun before it finished an epoch: too long for the limit. Pruned, not
     # queued a third time (which would spend every rerun's time on it).
-    assert run_cli(tmp_path, monkeypatch, *args).exit_code == 1
+    again = run_cli(tmp_path, monkeypatch, *args)
+    assert again.exit_code == 1
+    last = again.output.strip().splitlines()[-1]  # not "queued again": it is not
+    assert last.endswith(" (give a longer --timeout: a trial cut again, with no epoch finished"
+                         " in half the limit or more, is not queued again)")  # fmt: skip
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/studies/t.db")
     assert [t.state.name for t in study.trials] == ["FAIL", "PRUNED"]
     assert records.read(study.trials[1]).note.endswith(
-        " with no epoch finished, as trial 0 was cut before it: not queued again"
+        " with no epoch finished in half the limit or more, as trial 0 was cut before it: not"
+        " queued again"
     )
 
 
@@ -366,6 +371,21 @@ def test_a_retry_cut_again_after_finishing_an_epoch_is_queued_again(tmp_path, mo
     assert re.fullmatch(r"cut by the time limit at epoch 3, step \d+; queued again", second.note)
     assert (second.continued, third.continued, third.resumed_at_epoch) == (0, 1, 2)
     assert "epoch 3/3" in result.stderr and "epoch 2/3" not in result.stderr
+
+
+def test_a_retry_cut_again_is_pruned_only_if_it_had_half_the_limit_and_finished_no_epoch():
+    # One that started with seconds left (behind the trials queued before it, or on a worker
+    # whose deadline came later) was pruned too, half-trained for good.
+    from types import SimpleNamespace
+
+    def too_long(epochs_trained, time_left):  # noqa: ANN001, ANN202
+        runner = SimpleNamespace(config=SimpleNamespace(timeout_s=600.0),
+                                 epochs_trained=epochs_trained, time_left=time_left)  # fmt: skip
+        return TrialRunner._too_long(runner)
+
+    assert too_long(0, 600.0) and too_long(0, 300.0)
+    assert not too_long(0, 299.0)  # started late: says nothing of the candidate
+    assert not too_long(1, 600.0)  # it got further: queued again
 
 
 def _search_lost_then_rerun(tmp_path, monkeypatch, args, patch):  # noqa: ANN001, ANN202

@@ -678,7 +678,7 @@ def test_a_worker_killed_by_a_signal_is_not_said_to_have_printed_an_error():
     # "worker 0 (exit -9) failed; its error is printed above", and nothing was printed.
     said = dnas.search._workers_failed
     assert said([0, 3]) is None and said([None, 0]) is None
-    again = "its trial is queued again when the same command runs again"
+    again = "rerun the same command to resume"
     assert said([-9, 0]) == (
         f"worker 0 was killed by SIGKILL (kill -9, or the out-of-memory killer); {again}"
     )
@@ -687,3 +687,4 @@ def test_a_worker_killed_by_a_signal_is_not_said_to_have_printed_an_error():
         f"worker 0 (exit 2) failed; its error is printed above; worker 1 was killed by SIGTERM;"
         f" {again}"
     )
+    assert said([-40]) == f"worker 0 was killed by signal 40; {again}"  # was a ValueError
