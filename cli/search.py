@@ -189,7 +189,7 @@ class _Progress:
             highlight=False,
         )
 
-    def trial(self, e) -> None:  # noqa: ANN001 - a dnas.search.TrialEvent
+    def trial(self, e) -> None:  # noqa: ANN001 - a dnas.worker.TrialEvent
         r = e.record
         if r.state == "over budget":
             what = f"rejected {r.name} ({r.params:,} params, {r.flops:,} flops): over budget"

@@ -33,9 +33,10 @@ from dnas.errors import (
     write_atomic,
 )
 from dnas.report.page import check_report
-from dnas.search import SearchFailed, prepare, run_worker, search
+from dnas.search import SearchFailed, prepare, search
 from dnas.summary import MAX_DUPLICATES, prune_checkpoints
 from dnas.trial import TrialRunner
+from dnas.worker import run_worker
 
 SMALL = ["-b", "20k-params", "-b", "3M-flops", "--dataset", "fashion-mnist", "--epochs", "1",
          "--train-subset", "300", "--val-size", "200", "--batch-size", "64"]  # fmt: skip

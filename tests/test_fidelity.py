@@ -15,9 +15,9 @@ from dnas.config import DATA_SEED, make_config
 from dnas.data import load_data
 from dnas.fidelity import decide, rungs
 from dnas.names import parse_name
-from dnas.search import open_study, run_worker
 from dnas.summary import summarize
 from dnas.train import TrainConfig, train
+from dnas.worker import open_study, run_worker
 
 
 def test_rungs_grow_by_the_reduction_factor_up_to_the_full_training():

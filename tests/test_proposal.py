@@ -12,8 +12,8 @@ from dnas.config import SearchConfig
 from dnas.cost import count
 from dnas.datasets import DATASETS
 from dnas.proposal import FeasibleSpace
-from dnas.search import make_sampler
 from dnas.space import candidates, within
+from dnas.worker import make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 

@@ -17,13 +17,15 @@ import pytest
 from dnas_cli.main import app
 from typer.testing import CliRunner
 
-import dnas.search
+import dnas.local_workers
+import dnas.worker
 from dnas import study as records
 from dnas.config import SearchConfig, make_config
 from dnas.device import device_name
 from dnas.errors import DnasError
-from dnas.search import SearchFailed, open_study, search, trained_count
+from dnas.search import SearchFailed, search
 from dnas.summary import summarize
+from dnas.worker import open_study, trained_count
 
 TINY = dict(
     budgets=("20k-params", "3M-flops"),
@@ -258,7 +260,7 @@ def test_trials_reported_together_carry_the_study_as_it_was_when_each_finished()
         return t
 
     trials = [trial(0, 0, 30, 0.5), trial(1, 1, 50, 0.7), trial(2, 31, 40, 0.6), trial(3, 51)]
-    events = dnas.search._events(trials, [2, 1, 0], SearchConfig(trials=4))
+    events = dnas.worker.trial_events(trials, [2, 1, 0], SearchConfig(trials=4))
     assert [(e.record.number, e.trained, e.best_acc) for e in events] == [
         (0, 2, 0.5),  # when trial 0 finished, trials 0 and 1 had started
         (2, 3, 0.6),
@@ -332,7 +334,7 @@ def test_a_worker_that_fails_by_itself_fails_the_search(tmp_path, monkeypatch, c
             return None
         raise DnasError("the disk holding the study is full")
 
-    monkeypatch.setattr(dnas.search, "run_worker", run_worker)
+    monkeypatch.setattr(dnas.local_workers, "run_worker", run_worker)
     with pytest.raises(SearchFailed, match=r"stopped: worker 1 \(exit 2\) failed; its error is"):
         search(config)
     assert "Error: worker 1: the disk holding the study is full" in capfd.readouterr().err
@@ -354,11 +356,12 @@ def test_each_local_worker_sees_one_of_the_gpus_its_parent_was_given(tmp_path, m
         text = f"{os.environ['CUDA_VISIBLE_DEVICES']} seed {config.seed}"
         (tmp_path / str(worker)).write_text(text)
 
-    monkeypatch.setattr(dnas.search, "run_worker", run_worker)
+    monkeypatch.setattr(dnas.local_workers, "run_worker", run_worker)
     config = SearchConfig(
         workers=3, device="cuda", trials=1, studies_dir=str(tmp_path / "s"), seed=2**32 - 1
     )
-    assert dnas.search._run_processes(config, optuna.create_study(), lambda e: None) is None
+    run = dnas.local_workers.run_local_workers
+    assert run(config, optuna.create_study(), lambda e: None) is None
     seen = {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()}
     seed = "seed 4294967295"  # a trial trains with the study's seed, whichever worker runs it
     assert seen == {"0": f"GPU-a1 {seed}", "1": f"GPU-b2 {seed}", "2": f"GPU-a1 {seed}"}
@@ -373,7 +376,7 @@ def test_each_local_worker_samples_its_own_stream_from_the_study_seed():
     def first(sampler):
         return optuna.create_study(sampler=sampler).ask().suggest_float("x", 0, 1)
 
-    draws = [first(dnas.search.make_sampler(config, worker)) for worker in range(3)]
+    draws = [first(dnas.worker.make_sampler(config, worker)) for worker in range(3)]
     expected = [first(optuna.samplers.RandomSampler(seed=s)) for s in (2**32 - 1, 999, 1999)]
     assert draws == expected and len(set(draws)) == 3
 
@@ -676,7 +679,7 @@ def test_a_retry_of_a_retry_says_nothing_of_the_run_its_original_went_on_with():
 def test_a_worker_killed_by_a_signal_is_not_said_to_have_printed_an_error():
     # kill -9 of one worker (the out-of-memory killer's signal) ended the search with
     # "worker 0 (exit -9) failed; its error is printed above", and nothing was printed.
-    said = dnas.search._workers_failed
+    said = dnas.local_workers._workers_failed
     assert said([0, 3]) is None and said([None, 0]) is None
     again = "rerun the same command to resume"
     assert said([-9, 0]) == (
