@@ -10,16 +10,19 @@ import os
 import pickle
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 
 import msgspec
 import optuna
 
+from dnas import study as records
 from dnas.config import SearchConfig
 from dnas.device import Device, visible_gpu, worker_gpu
 from dnas.errors import DnasError, Terminated, check_stop, stop_on_sigterm, stop_with_parent
 from dnas.trial import EpochCallback
-from dnas.worker import TrialCallback, run_worker, trial_events
+from dnas.worker import TrialCallback, run_worker, trained_count, trial_events
 
 POLL_S = 5.0  # the study is read this often for trials a dead worker left
 
@@ -62,12 +65,16 @@ def run_local_workers(
     on_trial: TrialCallback,
     on_epoch: EpochCallback = lambda e: None,
     deadline: float | None = None,
+    log: Callable[[str], None] = lambda s: None,
 ) -> str | None:
     """N local workers: one per GPU when several are visible, CPU threads split otherwise, all
     stopping at one ``deadline`` (``time.monotonic()``). This process reports each epoch the
     workers send and each trial they finish (from the study, as soon as a worker says so, and
-    every few seconds for trials a dead worker left). Returns why to stop when a worker failed
-    or was killed (``_workers_failed``)."""
+    every few seconds for trials a dead worker left). A worker that ends otherwise than done has
+    its running trial failed at once, and so queued again for the others to go on with
+    (``records.fail_dead_trials``). Returns why to stop when a worker failed or was killed
+    (``_workers_failed``); once the study has its ``--trials``, a worker killed or stopped on
+    the way is only logged: the others trained them."""
     import multiprocessing as mp
 
     import torch
@@ -75,7 +82,7 @@ def run_local_workers(
     ctx = mp.get_context("spawn")
     ngpu = torch.cuda.device_count() if config.device is Device.cuda else 0
     threads = max(1, worker_capacity("cpu") // config.workers)
-    procs, pipes = [], []  # a pipe of its own per worker: one killed mid-send blocks no other
+    procs, pipes = [], {}  # a pipe of its own per worker: one killed mid-send blocks no other
     reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 
     def relay(timeout: float) -> bool:
@@ -84,12 +91,12 @@ def run_local_workers(
         if not pipes:
             time.sleep(timeout)
             return False
-        ready = wait(pipes, timeout)
+        ready = wait(list(pipes), timeout)
         for pipe in ready:
             try:
                 item = pipe.recv()
             except (EOFError, OSError, pickle.UnpicklingError):  # the worker has ended
-                pipes.remove(pipe)
+                _ended(pipes.pop(pipe), study)
                 pipe.close()
                 continue
             if isinstance(item, int):
@@ -107,7 +114,7 @@ def run_local_workers(
                 p.start()  # the worker's environment is this process's, now
             send.close()  # the worker's end: the pipe reads as ended once the worker is gone
             procs.append(p)
-            pipes.append(receive)
+            pipes[receive] = p
         while any(p.is_alive() for p in procs):
             poll = time.monotonic() + POLL_S
             while time.monotonic() < poll and any(p.is_alive() for p in procs):
@@ -118,7 +125,14 @@ def run_local_workers(
             pass
         _report_new(study, config, reported, on_trial)
         check_stop()  # the workers stopped on the same Ctrl-C: not their failure
-        return _workers_failed([p.exitcode for p in procs])
+        codes = [p.exitcode for p in procs]
+        target = config.trials
+        if target is not None and trained_count(study, None, config.training_key) >= target:
+            outside = [c if _stopped_from_outside(c) else 0 for c in codes]
+            if gone := _workers_failed(outside, then="the others trained the trials"):
+                log(gone)  # not a failure: the study has its trials
+            codes = [0 if _stopped_from_outside(c) else c for c in codes]
+        return _workers_failed(codes)
     except Terminated:  # sent to this process alone (Ctrl-C reaches the whole process group)
         for p in procs:
             p.terminate()
@@ -132,14 +146,31 @@ def run_local_workers(
             pipe.close()
 
 
-def _workers_failed(exit_codes: list[int | None]) -> str | None:
+def _ended(worker: BaseProcess, study: optuna.Study) -> None:
+    """A worker's pipe has ended: once its process is gone (reaped, so that its process id reads
+    as free), fail the trial it was training unless it finished its work. A survivor takes up the
+    trial queued again in this search, where Optuna's heartbeat would wait 30 s to fail it."""
+    worker.join(timeout=5)
+    if worker.exitcode not in (None, 0):
+        records.fail_dead_trials(study)
+
+
+def _stopped_from_outside(code: int | None) -> bool:
+    """Whether a worker's exit code says it was killed, or stopped by a signal sent to it."""
+    return code is not None and (code < 0 or code in (130, 143))
+
+
+def _workers_failed(
+    exit_codes: list[int | None], then: str = "rerun the same command to resume"
+) -> str | None:
     """Why the search stops for its workers' exit codes, None when none failed. 0: done; 3:
     stopped on repeated failures (the study says which); 130/143: a Ctrl-C or SIGTERM sent to
     the worker alone; negative: killed by that signal (kill -9, the out-of-memory killer); both
-    print nothing. Any other: the worker's own error, printed on stderr."""
+    print nothing, and are followed by what to do ``then``. Any other: the worker's own error,
+    printed on stderr."""
     import signal
 
-    why, again = [], "rerun the same command to resume"
+    why, again = [], then
     for i, code in enumerate(exit_codes):
         if code in (None, 0, 3):
             continue

@@ -179,7 +179,7 @@ def search(
         if config.workers == 1:
             stop = run_worker(config, data, study, on_trial, on_epoch, deadline=deadline)
         else:
-            stop = run_local_workers(config, study, on_trial, on_epoch, deadline)
+            stop = run_local_workers(config, study, on_trial, on_epoch, deadline, log)
         check_stop()  # not a finished search: no retraining, no "done"
     except KeyboardInterrupt as e:
         summary = _finish(study, config, t0)

@@ -564,7 +564,7 @@ def read(trial: optuna.trial.FrozenTrial) -> TrialRecord:
     elif trial.state == S.FAIL and failure:
         rec.state, rec.note = FAILED, failure
     elif trial.state == S.FAIL:  # interrupted, or failed by the heartbeat or fail_dead_trials
-        lost = "its worker stopped mid-trial (killed, out of memory or lost)"
+        lost = "lost with its worker (killed, out of memory, or its machine gone)"
         rec.state, rec.note = LOST, interrupted or lost
     elif trial.state == S.PRUNED:
         rec.state = PRUNED

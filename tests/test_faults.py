@@ -800,6 +800,34 @@ def test_workers_stop_when_their_parent_is_killed_outright(tmp_path):
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
 
 
+@pytest.mark.slow
+def test_a_worker_killed_outright_has_its_trial_queued_again_at_once(tmp_path):
+    """`kill -9` of one worker: the parent fails its trial as soon as the worker's pipe ends, so
+    the other worker may go on with it in this search. It stayed RUNNING for Optuna's 30 s grace,
+    counted as a trial still training, until the next trial of a surviving worker."""
+    proc, workers = _two_workers_training(tmp_path)
+    storage = f"sqlite:///{tmp_path}/studies/t.db"
+    try:
+        study = optuna.load_study(study_name="t", storage=storage)
+        mine = [t.number for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+                if t.user_attrs.get("worker", "").endswith(f":{workers[0]}")]  # fmt: skip
+        assert len(mine) == 1
+        os.kill(int(workers[0]), signal.SIGKILL)
+        deadline, state = time.time() + 15, optuna.trial.TrialState.RUNNING
+        while time.time() < deadline and state == optuna.trial.TrialState.RUNNING:
+            time.sleep(0.5)
+            state = optuna.load_study(study_name="t", storage=storage).trials[mine[0]].state
+        trials = optuna.load_study(study_name="t", storage=storage).trials
+        assert proc.poll() is None  # the search goes on with the other worker
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert state == optuna.trial.TrialState.FAIL
+    assert records.read(trials[mine[0]]).state == records.LOST
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == mine[0]]
+    assert len(retries) == 1 and not retries[0].state.is_finished()
+
+
 def _drop_a_signal(signum: int) -> list:
     """Run this process's handler for ``signum`` inside a weakref callback, as when the signal
     lands while SQLAlchemy's callbacks run: Python prints what it raises and drops it."""

@@ -531,7 +531,7 @@ def test_a_trial_lost_with_its_worker_is_neither_a_failure_nor_trained_twice(tmp
     assert records.fail_dead_trials(study) == 1
     lost, retry = records.read_all(study)
     assert (lost.state, lost.started) == (records.LOST, True)
-    assert lost.note == "its worker stopped mid-trial (killed, out of memory or lost)"
+    assert lost.note == "lost with its worker (killed, out of memory, or its machine gone)"
     assert (retry.state, retry.started) == (records.WAITING, False)
     summary = summarize(study, config, 1.0)
     assert (summary.trained, summary.failed, summary.first_failure) == (0, 0, None)
@@ -691,3 +691,32 @@ def test_a_worker_killed_by_a_signal_is_not_said_to_have_printed_an_error():
         f" {again}"
     )
     assert said([-40]) == f"worker 0 was killed by signal 40; {again}"  # was a ValueError
+
+
+@pytest.mark.parametrize("trained", [0, 4])
+def test_a_worker_killed_after_the_others_trained_the_trials_fails_nothing(
+    tmp_path, monkeypatch, trained
+):
+    # Forked workers, so that they see this test's run_worker: worker 0 is killed outright,
+    # worker 1 ends done. Once the study has its trials, the kill is said, not a failure.
+    import multiprocessing as mp
+
+    real = mp.get_context
+    monkeypatch.setattr(mp, "get_context", lambda method=None: real("fork"))
+
+    def run_worker(config, *args, worker=0, **kwargs):
+        if worker == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(dnas.local_workers, "run_worker", run_worker)
+    monkeypatch.setattr(dnas.local_workers, "trained_count", lambda *a: trained)
+    config = SearchConfig(workers=2, trials=4, studies_dir=str(tmp_path / "s"))
+    said: list[str] = []
+    stop = dnas.local_workers.run_local_workers(
+        config, optuna.create_study(), lambda e: None, log=said.append
+    )
+    killed = "worker 0 was killed by SIGKILL (kill -9, or the out-of-memory killer)"
+    if trained:
+        assert stop is None and said == [f"{killed}; the others trained the trials"]
+    else:
+        assert stop == f"{killed}; rerun the same command to resume" and said == []
