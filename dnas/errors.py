@@ -173,11 +173,14 @@ _received: type[KeyboardInterrupt] | None = None  # the Ctrl-C or SIGTERM this p
 
 
 def stop_on_sigterm() -> None:
-    """From now on SIGTERM raises ``Terminated`` in this process's main thread, and Ctrl-C
-    (unless ignored, as in a shell's background job) ``KeyboardInterrupt``; both are remembered
-    for ``check_stop``."""
+    """From now on SIGTERM raises ``Terminated`` in this process's main thread, as does SIGHUP
+    (a closed terminal; unless ignored, as under ``nohup``), and Ctrl-C (unless ignored, as in a
+    shell's background job) ``KeyboardInterrupt``; each is remembered for ``check_stop``, and one
+    that Python drops is not printed as "Exception ignored" (``check_stop`` raises it again)."""
     global _received
     _received = None
+    if sys.unraisablehook is sys.__unraisablehook__:  # not one an application set
+        sys.unraisablehook = _quiet_dropped_stop
 
     def handler(kind: type[KeyboardInterrupt]) -> Callable[[int, object], None]:
         def raise_it(signum: int, frame: object) -> None:
@@ -188,8 +191,19 @@ def stop_on_sigterm() -> None:
         return raise_it
 
     signal.signal(signal.SIGTERM, handler(Terminated))
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, handler(Terminated))
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, handler(KeyboardInterrupt))
+
+
+def _quiet_dropped_stop(unraisable: object) -> None:
+    """``sys.unraisablehook``: say nothing of a Ctrl-C or SIGTERM that landed where Python cannot
+    raise it (a weakref callback, the interpreter's shutdown): ``check_stop`` raises it again.
+    Anything else goes to Python's own hook."""
+    if isinstance(getattr(unraisable, "exc_value", None), KeyboardInterrupt) and _received:
+        return
+    sys.__unraisablehook__(unraisable)  # type: ignore[arg-type]
 
 
 def check_stop() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -46,8 +47,8 @@ def _worker_entry(config: SearchConfig, index: int, threads: int, parent: int,
     try:  # the parent prints each epoch, and reads each finished trial from the study at once
         reason = run_worker(
             msgspec.structs.replace(config, workers=1),
-            on_trial=lambda e: events.send(e.record.number),
-            on_epoch=events.send,
+            on_trial=lambda e: _to_parent(events, e.record.number),
+            on_epoch=lambda e: _to_parent(events, e),
             worker=index,
             deadline=deadline,
         )
@@ -57,6 +58,17 @@ def _worker_entry(config: SearchConfig, index: int, threads: int, parent: int,
         print(f"Error: worker {index}: {e}", file=sys.stderr, flush=True)
         os._exit(e.exit_code)
     os._exit(3 if reason else 0)
+
+
+def _to_parent(pipe: Connection, item: object) -> None:
+    """Send ``item`` to the parent. A parent gone (killed outright) stops this worker as the
+    SIGTERM of ``stop_with_parent`` would, a second later: its trial is interrupted and queued
+    again, where the broken pipe would have failed it."""
+    try:
+        pipe.send(item)
+    except OSError:  # BrokenPipeError, ConnectionResetError: nobody reads the other end
+        os.kill(os.getpid(), signal.SIGTERM)  # raises Terminated here, in the main thread
+        check_stop()  # should the handler not have run yet
 
 
 def run_local_workers(
@@ -168,7 +180,6 @@ def _workers_failed(
     the worker alone; negative: killed by that signal (kill -9, the out-of-memory killer); both
     print nothing, and are followed by what to do ``then``. Any other: the worker's own error,
     printed on stderr."""
-    import signal
 
     why, again = [], then
     for i, code in enumerate(exit_codes):

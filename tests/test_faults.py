@@ -865,6 +865,48 @@ def test_a_signal_python_dropped_is_raised_again_at_the_next_check(monkeypatch, 
             signal.signal(s, handler)
 
 
+def test_sighup_stops_as_sigterm_and_a_dropped_signal_is_not_printed(monkeypatch, capsys):
+    # A closed terminal (SIGHUP) left the search's trial RUNNING and exited 129 with no line;
+    # a signal Python dropped printed "Exception ignored in ... Terminated" and a traceback.
+    monkeypatch.setattr(errors, "_received", None)
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        errors.stop_on_sigterm()
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(1)  # the handler runs at once; never reached
+        sys.unraisablehook(type("U", (), {"exc_value": Terminated(), "object": None})())
+        assert capsys.readouterr().err == ""  # check_stop raises it again instead
+        with pytest.raises(Terminated):
+            check_stop()
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def test_a_worker_whose_parent_is_gone_stops_as_on_sigterm_not_failing_its_trial(monkeypatch):
+    # `kill -9` of a search's parent: a worker's next progress message met a broken pipe, and
+    # its trial was failed with "BrokenPipeError" instead of interrupted and queued again.
+    import multiprocessing as mp
+
+    from dnas.local_workers import _to_parent
+
+    monkeypatch.setattr(errors, "_received", None)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    receive, send = mp.Pipe(duplex=False)
+    receive.close()
+    try:
+        errors.stop_on_sigterm()
+        with pytest.raises(Terminated):
+            _to_parent(send, 1)
+    finally:
+        send.close()
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def test_a_command_that_finished_after_a_dropped_ctrl_c_exits_130(tmp_path, monkeypatch):
     import dnas.space
 
