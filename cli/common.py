@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,9 @@ from rich.console import Console
 
 from dnas.errors import DnasError, Terminated, check_stop
 
+for _name in ("stdout", "stderr"):  # closed by the caller (`>&-`): written nowhere, as by print
+    if getattr(sys, _name) is None:
+        setattr(sys, _name, open(os.devnull, "w"))  # noqa: SIM115 - open for the process's life
 # Wide enough that names and exact counts are never cut when stdout is a pipe or a file.
 out = Console(width=None if sys.stdout.isatty() else 160)  # results
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # progress and logs

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import faulthandler
 import io
+import os
 import signal
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -105,5 +108,27 @@ def _register() -> None:
 _register()
 
 
+def run() -> None:
+    """The `dnas` command: the app, with a failure of its own output (a full disk under
+    `> FILE`, a closed descriptor) as one line and exit code 1, not a traceback. (Click already
+    ends quietly with 1 on a closed pipe, as under `| head`.)"""
+    try:
+        try:
+            app()
+        finally:  # what is still buffered, before the exit: a failure then is not "ignored"
+            sys.stdout.flush()
+    except OSError as e:
+        if e.filename is not None or e.errno not in _OUTPUT_ERRORS:
+            raise  # not the output's: a bug of ours, shown in full
+        with contextlib.suppress(OSError):  # nothing more reaches the broken output
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(OSError):
+            print(f"Error: cannot write the output: {e.strerror}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+_OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF, errno.EPIPE, errno.EFBIG}
+
+
 if __name__ == "__main__":
-    app()
+    run()

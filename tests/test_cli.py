@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -32,6 +33,20 @@ def test_help_does_not_import_torch():
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
         == "False"
     )
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_an_output_that_cannot_be_written_is_one_line_not_a_traceback():
+    # `dnas space wrn > /dev/full` printed a traceback ending in OSError; `>&-` (stdout closed)
+    # failed at import with AttributeError: 'NoneType' object has no attribute 'isatty'.
+    command = [sys.executable, "-m", "dnas_cli.main", "space", "wrn", "--limit", "3"]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 1
+    assert done.stderr == "Error: cannot write the output: No space left on device\n"
+    closed = " ".join(command) + " >&-"
+    done = subprocess.run(closed, shell=True, stderr=subprocess.PIPE, text=True)
+    assert (done.returncode, done.stderr) == (0, "")  # written nowhere, as Python's print does
 
 
 def test_space_json_and_csv(tmp_path):
