@@ -1148,10 +1148,16 @@ def test_report_never_turns_a_file_into_a_database_and_a_damaged_one_is_one_line
             continue
     else:
         pytest.fail("no page found whose damage shows only when the trials are read")
+    damaged = db.read_bytes()
     result = run_cli(tmp_path, monkeypatch, "report", "s", "--storage", url)
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     (line,) = result.output.strip().splitlines()
-    assert line.startswith("Error: the study's database failed: database disk image is malformed")
+    assert line.startswith(f"Error: {db}: the study's database is damaged (")
+    assert line.endswith("restore it from a copy, or start afresh under another study name")
+    # A search refused it only after Optuna had written a new study's rows into it.
+    result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--study", "new", "--storage", url)
+    assert result.exit_code == 2 and "the study's database is damaged" in result.output
+    assert db.read_bytes() == damaged
 
 
 def test_a_retried_trials_inherited_constraint_is_kept_without_a_warning(tmp_path):
