@@ -169,6 +169,11 @@ def search(
             f"--retrain-top tests the retrained models: {data.info.name} has no test images;"
             " give its test split (PATH/test/CLASS/...) or leave out --retrain-top"
         )
+    if deadline is not None and time.monotonic() >= deadline:  # before the study is written
+        raise DnasError(
+            f"--timeout {config.timeout_s:g}s ran out before the first trial, while the data"
+            " loaded and the space was checked; give a longer --timeout"
+        )
     study = open_study(config)  # the storage is reachable; the schema exists before workers start
     log(f"study {config.study_name} in {config.storage_url}: {config.workers} worker(s) on"
         f" {config.device.value}")  # fmt: skip
@@ -210,7 +215,8 @@ def search(
     if stop:
         raise SearchFailed(f"stopped: {stop} (report: {summary.report})")
     if summary.complete == 0:
-        why = _why_nothing_trained(study, config, summary)
+        late = deadline is not None and time.monotonic() >= deadline
+        why = _why_nothing_trained(study, config, summary, late)
         raise SearchFailed(f"no trained trial in study {config.study_name}: {why}")
     return summary
 
@@ -225,17 +231,19 @@ def _finish(study: optuna.Study, config: SearchConfig, t0: float) -> SearchSumma
     return summary
 
 
-def _why_nothing_trained(study: optuna.Study, config: SearchConfig, summary: SearchSummary) -> str:
+def _why_nothing_trained(
+    study: optuna.Study, config: SearchConfig, summary: SearchSummary, late: bool
+) -> str:
     """Why a search that stopped on no failure of its own trained no trial: the first trial's
-    failure, the time limit (and whether a trial it cut waits to go on), or lost workers."""
+    failure, the time limit (``late``: it has passed; and whether a trial it cut waits to go
+    on), or lost workers."""
     from optuna.trial import TrialState
 
     if summary.first_failure:
         return summary.first_failure
-    limit = config.timeout_s
     cut = any(r.state == records.LOST and (r.note or "").startswith("cut by the time limit")
               for r in records.read_all(study))  # fmt: skip
-    if cut or limit is not None and summary.wall_time_s >= limit:
+    if cut or late:
         queued = any(t.state == TrialState.WAITING and records.cut_before(t) is not None
                      for t in study.get_trials(deepcopy=False))  # fmt: skip
         if queued:
@@ -249,7 +257,10 @@ def _why_nothing_trained(study: optuna.Study, config: SearchConfig, summary: Sea
                 " trial cut again, with no epoch finished in half the limit or more, is not"
                 " queued again)"
             )
-        return "no trial finished training within the time limit"
+        return (
+            "no trial finished training within the time limit (give a longer --timeout: it"
+            " ran out before a trial finished an epoch)"
+        )
     if summary.lost:
         return f"{summary.lost} trial(s) ended with their worker (killed or out of memory)"
     return "none ran"

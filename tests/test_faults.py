@@ -248,13 +248,18 @@ def test_a_rerun_with_other_training_settings_trains_its_own_trials(tmp_path, mo
     assert progress.endswith(f"| best {ours.val_acc:.4f}")
 
 
-def test_search_with_no_trained_trial_exits_non_zero(tmp_path, monkeypatch):
+def test_a_time_limit_spent_before_the_first_trial_is_one_line_and_writes_nothing(
+    tmp_path, monkeypatch
+):
+    # It wrote the study and its report, then said "no trained trial in study none: none ran".
     result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--timeout", "0.0001s",
                      "--study", "none")  # fmt: skip
-    assert result.exit_code == 1, result.output  # no trial starts after the time limit
+    assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1] == (
-        "Error: no trained trial in study none: no trial finished training within the time limit"
+        "Error: --timeout 0.0001s ran out before the first trial, while the data loaded and the"
+        " space was checked; give a longer --timeout"
     )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_a_trial_cut_by_the_time_limit_is_queued_again_until_cut_with_no_progress(
