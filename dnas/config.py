@@ -102,14 +102,7 @@ class SearchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         # Python API constructs a config: each field is held to its annotation here too, and
         # takes its type ('wrn' becomes Space.wrn, a list of budgets a tuple).
         for f in msgspec.structs.fields(self):
-            value = getattr(self, f.name)
-            value = os.fspath(value) if isinstance(value, os.PathLike) else value  # Path("x")
-            try:
-                converted = msgspec.convert(value, f.type, strict=True)
-            except msgspec.ValidationError as e:
-                where = str(e).replace(" - at `$", f" - at `$.{f.name}", 1)
-                where += "" if where != str(e) else f" - at `$.{f.name}`"
-                raise DnasError(_explain(where, {f.name: value}, options=False)) from None
+            converted = check_field(f.name, getattr(self, f.name))
             if type(converted) is not type(getattr(self, f.name)):
                 msgspec.structs.force_setattr(self, f.name, converted)
         if not self.budgets:
@@ -192,6 +185,20 @@ def file_keys() -> list[str]:
     )
 
 
+def check_field(name: str, value: Any) -> Any:
+    """``value`` held to field ``name``'s annotation (type and limits) and converted to its
+    type ('wrn' becomes Space.wrn, a list of budgets a tuple), or one DnasError line naming the
+    key, the value and what was expected."""
+    (field,) = [f for f in msgspec.structs.fields(SearchConfig) if f.name == name]
+    value = os.fspath(value) if isinstance(value, os.PathLike) else value  # Path("x")
+    try:
+        return msgspec.convert(value, field.type, strict=True)
+    except msgspec.ValidationError as e:
+        where = str(e).replace(" - at `$", f" - at `$.{name}", 1)
+        where += "" if where != str(e) else f" - at `$.{name}`"
+        raise DnasError(_explain(where, {name: value}, options=False)) from None
+
+
 def parse_duration(text: str) -> float:
     """'2h', '30m', '90s', '1h30m' or plain seconds."""
     m = re.fullmatch(
@@ -240,6 +247,14 @@ def read_toml(path: Path) -> dict[str, Any]:
             data["timeout_s"] = parse_duration(str(t))
         except DnasError as e:
             raise DnasError(f"--config {path}: timeout = {t!r}: {e}") from None
+    try:  # each value on its own: one that an option overrides must still be a right one
+        for key, value in data.items():
+            check_field(key, value)
+        parse_budgets(data.get("budgets") or ["1M-params"])
+        if data.get("study") is not None:
+            check_study_name(data["study"])
+    except DnasError as e:
+        raise DnasError(f"--config {path}: {e}") from None
     return data
 
 
@@ -277,7 +292,10 @@ def _explain(message: str, values: dict[str, Any], options: bool) -> str:
         choices = [c.value for c in _ENUMS[key]]
         what = f"expected one of {', '.join(choices)}"
     value = value.value if isinstance(value, enum.Enum) else value
-    return f"{shown}{rest} {value!r}: {what}" if options else f"{shown}{rest} = {value!r}: {what}"
+    if options:
+        return f"{shown}{rest} {value!r}: {what}"
+    toml = str(value).lower() if isinstance(value, bool) else repr(value)  # as the file has it
+    return f"{shown}{rest} = {toml}: {what}"
 
 
 _ENUMS = {"space": Space, "objective": Objective, "cost": CostMetric, "sampler": Sampler,

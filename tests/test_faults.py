@@ -95,7 +95,7 @@ def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, 
         ('dataset = ["a"]', "dataset = ['a']: expected str"),
         ("workers = 0", "workers = 0: expected int >= 1"),
         ('space = "resnet"', "space = 'resnet': expected one of all, densenet, densenet-bc, wrn"),
-        ("seed = true", "seed = True: expected int"),
+        ("seed = true", "seed = true: expected int"),
         ("budget = 5", "budget = 5: expected '1M-params' or a list"),
         ('budget = ["1M-params", 2]', "budget[1] = 2: expected str"),
         ('budget = ["1M-params", "2M-params"]', "two params budgets, '1M-params' and '2M-params'"),
@@ -115,11 +115,16 @@ def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, 
 )
 def test_bad_study_file_names_the_key_value_and_expectation(tmp_path, monkeypatch, toml, message):
     (tmp_path / "s.toml").write_bytes((toml + "\n").encode("latin-1"))  # "\xff": not UTF-8
-    result = run_cli(tmp_path, monkeypatch, "search", "--config", "s.toml")
-    assert result.exit_code == 2, result.output
-    assert message in result.output and "Traceback" not in result.output
-    assert result.output.startswith("Error: --config s.toml: ")
-    assert files_under(tmp_path) == {"s.toml"}
+    # Bare, and with every key a file may set given on the command line too: a bad value that
+    # an option overrides is still refused (`trials = "ten"` with --trials 2 ran).
+    overridden = [*SMALL, "--trials", "1", "--study", "ok", "--space", "wrn", "--seed", "1",
+                  "--workers", "1", "--timeout", "1h", "--lr", "0.1"]  # fmt: skip
+    for options in ([], [] if toml == "budget = []" else overridden):
+        result = run_cli(tmp_path, monkeypatch, "search", "--config", "s.toml", *options)
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+        assert result.output.startswith("Error: --config s.toml: ")
+        assert files_under(tmp_path) == {"s.toml"}
 
 
 def test_failures_before_training_count_and_stop_the_search(tmp_path, monkeypatch):
