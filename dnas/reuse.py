@@ -170,11 +170,16 @@ def validation_batch(  # noqa: ANN201 - a normalised image batch and the dataset
 
     data_info = ckpt.get("data", {})
     config = ckpt.get("config", {})
-    name = dataset or data_info.get("name")
-    if not name:
+    name = data_info.get("name") if dataset is None else dataset
+    if dataset is None and not name:
         raise DnasError("the checkpoint does not say its dataset; give --dataset")
+    if dataset is None and name not in DATASETS and not name.startswith("imagefolder:"):
+        name = f"imagefolder:{data_info.get('source', name)}"  # an image folder's run names it
     if name not in DATASETS and not name.startswith("imagefolder:"):
-        name = f"imagefolder:{data_info.get('source', name)}"
+        folder = "imagefolder:PATH (a folder with one subfolder per class)"
+        raise DnasError(
+            f"--dataset {name!r}: unknown dataset; choose one of {', '.join(DATASETS)} or {folder}"
+        )
     data = load_data(name, data_dir, "cpu", config.get("val_size"), None, config.get("seed", 0))
     x = data.val_x if len(data.val_y) else data.test_x
     mean = tuple(data_info.get("mean") or data.mean)

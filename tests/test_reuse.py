@@ -158,6 +158,20 @@ def test_wrn_reuse_needs_data(tmp_path):
     )
 
 
+@pytest.mark.parametrize("name", ["bogus", "FASHION-MNIST", ""])
+def test_an_unknown_dataset_is_named_as_given(tmp_path, name):
+    # `dnas reuse RUN --dataset bogus` said "imagefolder:/usr/share/datasets/fashion-mnist: no
+    # subfolders" (any unknown name became an image folder at the run's data); '' was the run's.
+    run = train_tiny(WRNSpec(10, 1), tmp_path / "wrn")
+    out = CliRunner().invoke(app, ["reuse", str(run), "--dataset", name])
+    assert out.exit_code == 2 and out.stdout == "", out.output
+    assert out.stderr == (
+        f"Error: --dataset {name!r}: unknown dataset; choose one of cifar10, cifar100, svhn,"
+        " fashion-mnist, mnist, imagenet or imagefolder:PATH (a folder with one subfolder per"
+        " class)\n"
+    )
+
+
 def test_wrn_reuse_on_fashion_mnist(tmp_path):
     from dnas.data import DEBIAN_FASHION_MNIST
 
