@@ -12,7 +12,7 @@ from rich.table import Table
 from dnas.config import CostMetric, Objective, Sampler, SearchConfig, Space
 from dnas.device import Device
 
-from .common import a_folder, err, out, print_json, user_errors
+from .common import a_folder, a_path, err, out, print_json, user_errors
 
 D = SearchConfig()  # the defaults live in the library; --help shows them
 
@@ -145,7 +145,8 @@ def search(
         Optional[Path],
         _opt(
             "A study file, e.g. studies/densenet-bc-1m-cifar10.toml; options given here"
-            " override it."
+            " override it.",
+            parser=a_path,
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,

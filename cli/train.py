@@ -243,7 +243,8 @@ def _show(r) -> None:  # noqa: ANN001 - a TrainResult
 
     out.print(
         f"[bold]{r.spec.name}[/bold]: {len(r.metrics)} epochs, best val acc {pct(r.best_val_acc)}"
-        f" (epoch {r.best_epoch}), final val acc {pct(r.final_val_acc)}"
+        f"{'' if r.best_epoch is None else f' (epoch {r.best_epoch})'}, final val acc"
+        f" {pct(r.final_val_acc)}"
     )
     if r.test_acc is not None:
         out.print(f"test acc {pct(r.test_acc)} (final weights), test loss {r.test_loss:.4f}")

@@ -381,7 +381,7 @@ def load_data(
         info = dataset_info(name)
         if name == "imagenet":
             raise DnasError(
-                "imagenet is not trainable with dnas train;"
+                "imagenet's images are not loaded by dnas (its costs and models are known);"
                 " use imagefolder:PATH for your own images"
             )
         env = "DNAS_DATA" if os.environ.get("DNAS_DATA") else "the data cache"
@@ -415,7 +415,8 @@ def load_data(
         )
     if not 0 <= val_n < len(train_y):
         raise DnasError(
-            f"validation size must be in [0, {len(train_y)}) for {info.name}, got {val_n}"
+            f"--val-size {val_n}: {info.name} has {len(train_y):,} training images, and at least"
+            f" one must stay to train on; give at most {len(train_y) - 1:,}"
         )
     g = torch.Generator().manual_seed(seed)
     order = stratified_indices(train_y, len(train_y), g)

@@ -34,7 +34,8 @@ def check_writable(path: str | Path, what: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise DnasError(f"{what} {path}: {existing} is a file, not a folder; give a folder")
+        kind = "a file" if existing.is_file() else "a device or other special file"
+        raise DnasError(f"{what} {path}: {existing} is {kind}, not a folder; give a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise DnasError(f"{what} {path}: {existing} is not writable; give a folder you can write")
     try:

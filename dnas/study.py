@@ -173,6 +173,8 @@ def load_study(name: str, storage: str | None = None) -> optuna.Study:
     url = storage or default_storage("studies", name)
     check_lasting(url)
     path = sqlite_path(url)
+    if path is not None and path.is_dir():
+        raise DnasError(f"{path} is a folder, not a study database; give --storage URL")
     if path is not None and not path.is_file():
         raise DnasError(f"no study database at {path}; give --storage URL for study {name!r}")
     if path is not None:  # Optuna would turn any other file into a new, empty database

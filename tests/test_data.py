@@ -163,7 +163,7 @@ def test_unknown_dataset() -> None:
 
 
 def test_bad_sizes(idx_dir: Path) -> None:
-    with pytest.raises(DnasError, match="validation size"):
+    with pytest.raises(DnasError, match="--val-size 300: fashion-mnist has 300 training images"):
         load_data("fashion-mnist", idx_dir, val_size=300)
     with pytest.raises(DnasError, match="train-subset"):
         load_data("fashion-mnist", idx_dir, val_size=50, train_subset=251)

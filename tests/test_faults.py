@@ -56,7 +56,7 @@ def run_cli(tmp_path: Path, monkeypatch, *args: str):  # noqa: ANN201
     "args, message",
     [
         (["--val-size", "0"], "--val-size 0: expected int >= 1"),
-        (["--val-size", "70000"], "validation size must be in [0, 60000)"),
+        (["--val-size", "70000"], "--val-size 70000: fashion-mnist has 60,000 training images"),
         (["--train-subset", "0"], "--train-subset 0: expected int >= 1"),
         (["--train-subset", "60000"], "--train-subset must be in [1, 59800]"),
         (["--epochs", "0"], "--epochs 0: expected int >= 1"),
