@@ -146,6 +146,19 @@ def _immediate_transactions(engine) -> None:  # noqa: ANN001 - a sqlalchemy Engi
     engine.dispose()  # connections made before the hooks go
 
 
+def cannot_open(url: str, why: str) -> DnasError:
+    """The one-line error for a storage that would not open, with what would help: the
+    database driver to install, or how a URL is written."""
+    why = why.splitlines()[0] if why.strip() else "no reason given"
+    if "import DB access module" in why or "No module named" in why:
+        scheme = url.partition(":")[0]
+        how = "pip install 'dnas[postgres]'" if scheme.startswith("postgres") else "with pip"
+        why = f"no Python driver for {scheme} is installed; install one ({how})"
+    elif "parse SQLAlchemy URL" in why or "Can't load plugin" in why:
+        why += "; write e.g. sqlite:///studies/NAME.db or postgresql://user:password@host/db"
+    return DnasError(f"cannot open storage {url!r}: {why}")
+
+
 def storage_failure(error: BaseException | None) -> str | None:
     """The database's own reason (a full disk, a read-only file) behind whatever Optuna raised
     while handling a failed write (once, an ``AssertionError: Should not reach``); None when the
@@ -185,7 +198,7 @@ def load_study(name: str, storage: str | None = None) -> optuna.Study:
         names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(url)) or "none"
         raise DnasError(f"no study {name!r} in {url}; studies there: {names}") from None
     except Exception as e:  # a bad URL, an unreachable server, a file that is not a database
-        raise DnasError(f"cannot open storage {url!r}: {e}".splitlines()[0]) from None
+        raise cannot_open(url, str(e)) from None
 
 
 def check_database(path: Path) -> None:

@@ -116,7 +116,7 @@ def open_study(config: SearchConfig, worker: int = 0) -> optuna.Study:
                 time.sleep(0.5 + random.random() * attempt)
                 continue
             why = records.storage_failure(e) or str(e)  # the database's reason, not Optuna's guess
-            raise DnasError(f"cannot open storage {config.storage_url!r}: {why}".splitlines()[0])
+            raise records.cannot_open(config.storage_url, why) from None
     else:
         raise DnasError(f"cannot open storage {config.storage_url!r}: schema creation collided")
     try:  # Optuna reads every attribute as JSON, and a damaged one stops it anywhere

@@ -177,6 +177,16 @@ def test_impossible_budget_fails_before_any_trial(tmp_path):
         (["--config", "nope.toml"], "no such file"),
         (["-b", "1M"], "e.g. 1M-params"),
         (["--storage", "nosuchdb://x"], "cannot open storage"),
+        (
+            ["--storage", "foo"],
+            "cannot open storage 'foo': Could not parse SQLAlchemy URL from"
+            " given URL string; write e.g. sqlite:///studies/NAME.db or postgresql://",
+        ),
+        (
+            ["--storage", "mysql://u@127.0.0.1:1/db"],
+            "cannot open storage"
+            " 'mysql://u@127.0.0.1:1/db': no Python driver for mysql is installed; install one",
+        ),
         (["-b", "100k-params", "--batch-size", "99999999999"], "use a batch of at most about"),
     ],
 )
