@@ -50,6 +50,9 @@ def _parse(name: str, num_classes: int, in_channels: int) -> Spec:
     if m := _DENSENET.match(name):
         variant, depth, k, theta, stem_w, drop, blocks, imagenet = m.groups()
         variant = variant or ""
+        if stem_w is not None and int(stem_w) == 0:  # 0 is the spec's "default", not a width
+            raise SpecError("stem width s0: give a width of 1 or more, or leave -sW out for the"
+                            " paper's default")  # fmt: skip
         if theta is None:
             compression = 0.5 if "c" in variant else 1.0
         else:

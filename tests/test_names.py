@@ -89,6 +89,13 @@ def test_a_huge_deepening_factor_is_refused_before_any_block_is_built():
     assert [parse_name(f"wrn-16-1-l{n}").block for n in (1, 4)] == [(3,), (3, 3, 3, 3)]
 
 
+def test_a_stem_width_of_zero_is_refused_not_read_as_the_default():
+    # densenet-40-s0 trained as densenet-40: 0 is the spec's "paper default", not a width.
+    with pytest.raises(ArchitectureNameError, match="stem width s0: give a width of 1 or more"):
+        parse_name("densenet-40-s0")
+    assert parse_name("densenet-40-s8").stem_channels == 8
+
+
 def test_names_carry_rates_exactly():
     # Six significant figures once turned drop0.99999999 into drop1 (an invalid name) and
     # drop0.12345678 into another spec, drop0.123457.
