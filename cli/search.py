@@ -230,7 +230,7 @@ def _show(s) -> None:  # noqa: ANN001 - a SearchSummary
         f" {s.reused}; retrained duplicates: {s.retrained_duplicates}"
     )
     if s.exhausted:
-        out.print("the search stopped early: its last proposals were all candidates it had")
+        out.print("the search stopped early: it has trained every candidate within budget")
     cost = "parameters" if s.cost == "params" else "FLOPs"
     table = Table("trial", "name", "params", "FLOPs (fvcore)", "val acc", "epochs", "time s",
                   title=f"Pareto front (validation accuracy vs {cost})")  # fmt: skip

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from dnas.budget import Budget, allows_all, needs_memory
@@ -149,20 +149,31 @@ class FeasibleSpace:
     # ---- the initial design
 
     def feasible(self) -> list[Spec]:
-        """Every candidate within budget (dropout 0), from the cached ranges."""
+        """Every architecture within budget (dropout 0), from the cached ranges."""
+        return self._within(lambda fam: (0.0,))
+
+    def candidates(self) -> list[Spec]:
+        """Every candidate within budget: each architecture with each dropout rate its family's
+        space tries."""
+        return self._within(lambda fam: self.spaces[fam].dropout)
+
+    def _within(self, rates: Callable[[str], Iterable[float]]) -> list[Spec]:
         specs: list[Spec] = []
         for fam in self.families:
-            if fam.startswith("densenet"):
-                c = self.choices[fam]
-                for b in c["bottleneck"]:
-                    for theta in c["compression"]:
-                        for k in self._growths(fam, b, theta):
-                            specs += [self._densenet(b, theta, k, n)
-                                      for n in self._depths(fam, b, theta, k, 0.0)]  # fmt: skip
-            else:
-                for block in self.choices[fam]["block"]:
-                    for k in self._widens(block):
-                        specs += [self._wrn(block, k, n) for n in self._wrn_depths(block, k, 0.0)]
+            for rate in map(float, rates(fam)):
+                p = self._dropout(rate)
+                if fam.startswith("densenet"):
+                    c = self.choices[fam]
+                    for b in c["bottleneck"]:
+                        for theta in c["compression"]:
+                            for k in self._growths(fam, b, theta, p):
+                                specs += [self._densenet(b, theta, k, n, rate)
+                                          for n in self._depths(fam, b, theta, k, p)]  # fmt: skip
+                else:
+                    for block in self.choices[fam]["block"]:
+                        for k in self._widens(block, p):
+                            specs += [self._wrn(block, k, n, rate)
+                                      for n in self._wrn_depths(block, k, p)]  # fmt: skip
         return specs
 
     def spread(self, count: int) -> list[Spec]:

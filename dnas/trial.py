@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -174,6 +175,23 @@ class TrialRunner:
         records.record_started(trial, self.device_name, run_dir)
         acc = self._train(trial, spec, objective_cost, run_dir)
         return self._values(acc, objective_cost)
+
+    def queue_untried(self, study: optuna.Study) -> Spec | None:
+        """A candidate within budget that the study has not trained (nor is training) with these
+        settings, drawn at random (seeded) and queued as the next trial: after MAX_DUPLICATES
+        proposals in a row of candidates it had, a sampler keeping to what it knows is no sign
+        that the space is exhausted (under 1,300 parameters TPE proposed one of two candidates
+        30 times). None when there is none: then it is."""
+        tried = {r.name for r in records.read_all(study) if r.settings == self.config.training_key
+                 and r.state in (records.TRAINED, records.STOPPED, records.RUNNING)}  # fmt: skip
+        untried = sorted((s for s in self.space.candidates() if s.name not in tried),
+                         key=lambda s: s.name)  # fmt: skip
+        if not untried:
+            return None
+        spec = random.Random(f"{self.config.seed} {len(tried)}").choice(untried)
+        study.enqueue_trial(self.space.params_for(spec), skip_if_exists=True)
+        self.duplicates_in_a_row = 0
+        return spec
 
     def _same_candidate(self, trial: optuna.Trial, name: str) -> records.TrialRecord | None:
         """An earlier trial of the same architecture and training settings that trained (to the

@@ -257,7 +257,9 @@ def run_worker(
             stop.append(reason)
         if runner.rejected > MAX_REJECTED:
             stop.append(f"{runner.rejected} proposals in a row were over budget")
-        exhausted = runner.duplicates_in_a_row >= MAX_DUPLICATES  # not a failure: said by summary
+        exhausted = (  # not a failure: the summary says so
+            runner.duplicates_in_a_row >= MAX_DUPLICATES and runner.queue_untried(study) is None
+        )
         late = runner.deadline is not None and time.monotonic() > runner.deadline
         if stop or exhausted or late or (config.trials is not None and trained >= config.trials):
             study.stop()

@@ -727,6 +727,34 @@ def test_a_search_asking_for_more_candidates_than_exist_ends(tmp_path, monkeypat
     } == {"densenet-bc-10-k4"}
 
 
+def test_a_sampler_keeping_to_one_candidate_is_given_the_ones_it_left_out(tmp_path, monkeypatch):
+    """Under 1,300 parameters TPE proposed one of two candidates 30 times and the search said
+    the space was exhausted, the other never tried. A sampler that always draws the same
+    values stands in for it: each untried candidate is queued in turn, then the space is."""
+    import dnas.summary
+    import dnas.worker
+
+    class Stuck(optuna.samplers.RandomSampler):
+        def sample_independent(self, study, trial, name, distribution):  # noqa: ANN001, ANN201
+            if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+                return distribution.choices[0]
+            return distribution.low
+
+    monkeypatch.setattr(dnas.worker, "make_sampler", lambda *a, **k: Stuck())
+    for module in (dnas.worker, dnas.summary):
+        monkeypatch.setattr(module, "MAX_DUPLICATES", 3)
+    result = run_cli(tmp_path, monkeypatch, "search", "-b", "3k-params", "--space",
+                     "densenet-bc", "--dataset", "fashion-mnist", "--epochs", "1",
+                     "--train-subset", "300", "--val-size", "200", "--trials", "10",
+                     "--initial-design", "0", "--study", "stuck", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout[result.stdout.index("{") :])
+    assert data["trained"] == 2 and data["exhausted"], data  # was 1: the other never tried
+    study = optuna.load_study(study_name="stuck", storage=f"sqlite:///{tmp_path}/studies/stuck.db")
+    trained = {r.name for r in records.read_all(study) if r.state == records.TRAINED}
+    assert trained == {"densenet-bc-10-k4", "densenet-bc-10-k4-drop0.2"}
+
+
 @pytest.mark.parametrize("option", ["--studies-dir", "--reports-dir"])
 def test_an_unwritable_output_folder_is_refused_before_training(tmp_path, monkeypatch, option):
     (tmp_path / "afile").write_text("x")

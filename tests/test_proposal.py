@@ -67,6 +67,31 @@ def test_the_last_choice_spans_exactly_the_feasible_depths(b, theta, k):
     assert drawn == [min(fits), max(fits)]
 
 
+@pytest.mark.parametrize(
+    "space, budgets",
+    [("densenet", ["20k-params", "3M-flops"]), ("wrn", ["60k-params", "10M-flops"])],
+)
+def test_the_candidates_are_every_architecture_within_budget_with_each_dropout(space, budgets):
+    # What a search queues when its sampler keeps to candidates it had (TrialRunner.queue_untried).
+    info, budgets = DATASETS["fashion-mnist"], parse_budgets(budgets)
+    fs = FeasibleSpace(space, info, budgets)
+    listed = fs.candidates()
+    brute = {c.spec.name for c in within(budgets, list(candidates(space, info)))}
+    rates = {"densenet": {0.0, 0.2}, "wrn": {0.0, 0.3}}[space]  # the papers' (issue's) rates
+    by_architecture: dict[str, set[float]] = {}
+    for spec in listed:
+        by_architecture.setdefault(spec.name.split("-drop")[0], set()).add(spec.dropout)
+    assert set(by_architecture) == brute and all(r == rates for r in by_architecture.values())
+    assert len(listed) == len(brute) * len(rates) == len({s.name for s in listed})
+    study = optuna.create_study()
+    for spec in listed:
+        study.enqueue_trial(fs.params_for(spec))
+    for spec in listed:  # suggest, fed the values queued, returns exactly the candidate
+        trial = study.ask()
+        assert fs.suggest(trial) == spec
+        study.tell(trial, 0.5)
+
+
 def test_dropout_is_searched_with_the_papers_values():
     info, budgets = DATASETS["fashion-mnist"], parse_budgets(["1M-params"])
     fs = FeasibleSpace("all", info, budgets)
