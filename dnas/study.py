@@ -215,17 +215,21 @@ def check_database(path: Path) -> None:
     check_intact(path)
 
 
-def check_intact(path: Path) -> None:
+def check_intact(path: Path, wait_s: float = 5.0) -> None:
     """Refuse a SQLite database that SQLite's ``quick_check`` finds damaged, reading it only:
     Optuna would write a new study's rows into it before failing (tenths of a second per
-    hundred MB)."""
+    hundred MB). One that cannot be read now is left to Optuna, which waits longer: locked by
+    a search writing to it, or with a journal that a killed writer left, which only a writable
+    connection rolls back."""
     import sqlite3
 
     uri = f"{path.resolve().as_uri()}?mode=ro"
     try:
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=wait_s)) as db:
             found = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
-    except sqlite3.Error as e:
+    except sqlite3.OperationalError:  # locked, busy, or a hot journal: not known damaged
+        return
+    except sqlite3.DatabaseError as e:  # "file is not a database", "disk image is malformed"
         found = [str(e)]
     if found != ["ok"]:
         lines = [line for line in "\n".join(found).splitlines() if not line.startswith("***")]

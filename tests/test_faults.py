@@ -3,6 +3,7 @@ nothing written outside studies/ and reports/, and nothing completed lost."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -1196,6 +1197,40 @@ def test_report_never_turns_a_file_into_a_database_and_a_damaged_one_is_one_line
     result = run_cli(tmp_path, monkeypatch, "search", *SMALL, "--study", "new", "--storage", url)
     assert result.exit_code == 2 and "the study's database is damaged" in result.output
     assert db.read_bytes() == damaged
+
+
+def test_a_database_that_cannot_be_read_now_is_not_called_damaged(tmp_path):
+    # The read-only quick_check took "database is locked" (a search writing) and "attempt to
+    # write a readonly database" (the journal of a writer killed mid-transaction, which only a
+    # writable connection rolls back) for damage, and refused the study; Optuna opens both.
+    import sqlite3
+
+    db = tmp_path / "s.db"
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        c.execute("create table t(x)")
+        c.executemany("insert into t values (?)", [(i,) for i in range(1000)])
+        c.commit()
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    records.check_intact(db, wait_s=0.1)  # locked: left to Optuna, which waits longer
+    writer.execute("ROLLBACK")
+    writer.close()
+    killed = (
+        "import os, sqlite3\n"
+        f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+        "c.execute('PRAGMA cache_size=1')\nc.execute('BEGIN')\n"
+        "c.executemany('insert into t values (?)', [(i,) for i in range(100000)])\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    subprocess.run([sys.executable, "-c", killed], check=False)
+    assert (tmp_path / "s.db-journal").exists()  # a hot journal
+    records.check_intact(db)
+    with contextlib.closing(sqlite3.connect(db)) as c:  # a writable connection rolls it back
+        assert c.execute("select count(*) from t").fetchone() == (1000,)
+    (tmp_path / "s.db-journal").unlink(missing_ok=True)
+    db.write_bytes(db.read_bytes()[:4096] + b"\xff" * (db.stat().st_size - 4096))
+    with pytest.raises(DnasError, match="the study's database is damaged"):
+        records.check_intact(db)  # damage is still damage
 
 
 def test_a_retried_trials_inherited_constraint_is_kept_without_a_warning(tmp_path):
