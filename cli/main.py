@@ -110,21 +110,25 @@ _register()
 
 def run() -> None:
     """The `dnas` command: the app, with a failure of its own output (a full disk under
-    `> FILE`, a closed descriptor) as one line and exit code 1, not a traceback. (Click already
-    ends quietly with 1 on a closed pipe, as under `| head`.)"""
+    `> FILE`, a closed descriptor) as one line and exit code 1 (or the command's own failing
+    code), not a traceback. (Click already ends quietly with 1 on a closed pipe, as under
+    `| head`.) An OSError naming a file is not the output's: shown in full."""
+    code: int | str | None = 0
     try:
         try:
             app()
-        finally:  # what is still buffered, before the exit: a failure then is not "ignored"
-            sys.stdout.flush()
+        except SystemExit as e:
+            code = e.code
+        sys.stdout.flush()  # what is still buffered, before the exit: a failure then is said
     except OSError as e:
         if e.filename is not None or e.errno not in _OUTPUT_ERRORS:
-            raise  # not the output's: a bug of ours, shown in full
+            raise
         with contextlib.suppress(OSError):  # nothing more reaches the broken output
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         with contextlib.suppress(OSError):
             print(f"Error: cannot write the output: {e.strerror}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        raise SystemExit(code or 1) from None
+    raise SystemExit(code)
 
 
 _OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF, errno.EPIPE, errno.EFBIG}

@@ -186,6 +186,8 @@ def stop_on_sigterm() -> None:
     def handler(kind: type[KeyboardInterrupt]) -> Callable[[int, object], None]:
         def raise_it(signum: int, frame: object) -> None:
             global _received
+            if kind is Terminated and _received is not None:  # stopping already (the parent
+                return  # gone, say, seen twice): let the cleanup finish; a 2nd Ctrl-C still acts
             _received = kind
             raise kind()
 

@@ -164,7 +164,10 @@ def _ended(worker: BaseProcess, study: optuna.Study) -> None:
     trial queued again in this search, where Optuna's heartbeat would wait 30 s to fail it."""
     worker.join(timeout=5)
     if worker.exitcode not in (None, 0):
-        records.fail_dead_trials(study)
+        try:
+            records.fail_dead_trials(study)
+        except Exception:  # noqa: BLE001 - the storage failing too: the heartbeat fails it later
+            pass
 
 
 def _stopped_from_outside(code: int | None) -> bool:

@@ -60,7 +60,7 @@ def _check_study_folders(config: SearchConfig, database: Path | None) -> None:
                             f" another {option}")  # fmt: skip
     gone = database is not None and (not database.exists() or database.stat().st_size == 0)
     if database is not None and database.is_file() and not gone:
-        records.check_intact(database)  # before Optuna writes this study's rows into it
+        records.check_database(database)  # before Optuna writes this study's rows into it
     if gone and root.is_dir() and any(root.glob("trial-*")):
         raise DnasError(
             f"{root} holds the trial folders of an earlier study {config.study_name}, whose"

@@ -363,7 +363,8 @@ def fail_dead_trials(study: optuna.Study) -> int:
         worker = workers[t.number]
         if t.state != TrialState.RUNNING or not isinstance(worker, str):
             continue
-        if worker == workers.get(t.system_attrs.get("failed_trial")):
+        history = t.system_attrs.get("retry_history") or [t.system_attrs.get("failed_trial")]
+        if worker == workers.get(history[-1]):
             continue  # a retry not yet claimed by its new worker: the name is its original's
         theirs, _, pid = worker.rpartition(":")
         if theirs != machine or not pid.isdigit() or _alive(int(pid)):

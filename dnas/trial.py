@@ -181,15 +181,21 @@ class TrialRunner:
         settings, drawn at random (seeded) and queued as the next trial: after MAX_DUPLICATES
         proposals in a row of candidates it had, a sampler keeping to what it knows is no sign
         that the space is exhausted (under 1,300 parameters TPE proposed one of two candidates
-        30 times). None when there is none: then it is."""
-        tried = {r.name for r in records.read_all(study) if r.settings == self.config.training_key
-                 and r.state in (records.TRAINED, records.STOPPED, records.RUNNING)}  # fmt: skip
-        untried = sorted((s for s in self.space.candidates() if s.name not in tried),
+        30 times). None when there is none: then it is. A candidate queued before, whatever
+        became of it (failed, pruned, trained with other settings), is not queued again: Optuna
+        would skip the same values, and the search would never end."""
+        trials = study.get_trials(deepcopy=False)
+        done, key = (records.TRAINED, records.STOPPED, records.RUNNING), self.config.training_key
+        recs = map(records.read, trials)
+        tried = {r.name for r in recs if r.settings == key and r.state in done}
+        queued = [t.system_attrs.get("fixed_params", t.params) for t in trials]
+        untried = [s for s in self.space.candidates() if s.name not in tried]
+        untried = sorted((s for s in untried if self.space.params_for(s) not in queued),
                          key=lambda s: s.name)  # fmt: skip
         if not untried:
             return None
-        spec = random.Random(f"{self.config.seed} {len(tried)}").choice(untried)
-        study.enqueue_trial(self.space.params_for(spec), skip_if_exists=True)
+        spec = random.Random(f"{self.config.seed} {len(trials)}").choice(untried)
+        study.enqueue_trial(self.space.params_for(spec))
         self.duplicates_in_a_row = 0
         return spec
 

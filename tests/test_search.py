@@ -730,3 +730,38 @@ def test_a_worker_killed_after_the_others_trained_the_trials_fails_nothing(
         assert stop is None and said == [f"{killed}; the others trained the trials"]
     else:
         assert stop == f"{killed}; rerun the same command to resume" and said == []
+
+
+def test_a_candidate_queued_before_is_never_queued_again_as_untried():
+    # A second reader's finding: a candidate queued once (by the initial design, say) that then
+    # failed was returned by queue_untried each time while Optuna skipped the same values, so a
+    # sampler stuck on known candidates kept the search going for ever.
+    from types import SimpleNamespace
+
+    import torch
+
+    from dnas.budget import parse_budgets
+    from dnas.datasets import DATASETS
+    from dnas.trial import TrialRunner
+
+    config = make_config({"budgets": ("60k-params",), "space": "wrn", "trials": 50,
+                          "dataset": "fashion-mnist"})  # fmt: skip
+    data = SimpleNamespace(info=DATASETS["fashion-mnist"], device=torch.device("cpu"))
+    runner = TrialRunner(config, data, parse_budgets(config.budgets), "cpu", lambda s, n: 0)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    candidates = runner.space.candidates()
+    assert len(candidates) == 8  # 4 WRN-10-1 blocks, with and without dropout
+    first = runner.queue_untried(study)  # one not queued yet, queued now
+    (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert first in candidates and waiting.system_attrs["fixed_params"] == (
+        runner.space.params_for(first)
+    )
+    second = runner.queue_untried(study)
+    assert second is not None and second != first
+    for spec in candidates:  # every other one queued, and all of them failed
+        if spec not in (first, second):
+            study.enqueue_trial(runner.space.params_for(spec))
+    while study.get_trials(states=(optuna.trial.TrialState.WAITING,)):
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    before = len(study.trials)
+    assert runner.queue_untried(study) is None and len(study.trials) == before
