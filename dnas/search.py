@@ -188,6 +188,7 @@ def search(
         else:
             stop = run_local_workers(config, study, on_trial, on_epoch, deadline, log)
         check_stop()  # not a finished search: no retraining, no "done"
+        ended = time.monotonic()  # before the summary, retraining and report take their time
     except KeyboardInterrupt as e:
         summary = _finish(study, config, t0)
         how = "terminated" if isinstance(e, Terminated) else "interrupted"
@@ -215,7 +216,7 @@ def search(
     if stop:
         raise SearchFailed(f"stopped: {stop} (report: {summary.report})")
     if summary.complete == 0:
-        late = deadline is not None and time.monotonic() >= deadline
+        late = deadline is not None and ended >= deadline
         why = _why_nothing_trained(study, config, summary, late)
         raise SearchFailed(f"no trained trial in study {config.study_name}: {why}")
     return summary
