@@ -18,6 +18,12 @@ everything to --out as JSON.
 compares settings that only the environment can change (threads, OpenMP's wait policy, huge
 pages): the runs take turns between the arms (ABBA order, so that a machine slowing down meanwhile
 hurts none of them more), ``--runs`` each, and every arm gets its own figures.
+
+    --checkout NAME DIR   (repeatable)
+
+adds an arm that runs another checkout's code (say ``git worktree add /tmp/before HEAD~1``), so
+that a change to the timing itself is compared with what it replaces on the same machine, in the
+same series.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,12 +47,23 @@ from dnas.profile import TIMED_S
 STATISTICS = ("min_ms", "q1_ms", "median_ms")
 
 
-def run_once(name: str, extra: list[str], env: dict[str, str]) -> dict:
+def run_once(name: str, extra: list[str], env: dict[str, str], cwd: Path | None = None) -> dict:
     cmd = [sys.executable, "-m", "dnas_cli.main", "profile", name, "--json", *extra]
     done = subprocess.run(
-        cmd, capture_output=True, text=True, check=True, env={**os.environ, **env}
+        cmd, capture_output=True, text=True, check=True, env={**os.environ, **env}, cwd=cwd
     )
     return json.loads(done.stdout)
+
+
+def importing(checkout: Path, into: Path) -> Path:
+    """A folder from which ``python -m dnas_cli.main`` imports ``checkout``'s dnas and CLI (the
+    working folder comes first on ``sys.path``, before the installed dnas)."""
+    if not (checkout / "dnas").is_dir() or not (checkout / "cli").is_dir():
+        raise SystemExit(f"--checkout: {checkout} has no dnas/ and cli/: give a dnas checkout")
+    into.mkdir()
+    (into / "dnas").symlink_to(checkout.resolve() / "dnas")
+    (into / "dnas_cli").symlink_to(checkout.resolve() / "cli")
+    return into
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -64,17 +82,25 @@ def main() -> None:
     ap.add_argument("name", nargs="?", default="densenet-bc-100")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--arm", nargs=2, action="append", metavar=("NAME", "ENV"), default=[])
+    ap.add_argument("--checkout", nargs=2, action="append", metavar=("NAME", "DIR"), default=[])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/profile_stability.json"))
     args, args.extra = ap.parse_known_args()  # the rest: more `dnas profile` options
-    if len({name for name, _ in args.arm}) < len(args.arm):
-        raise SystemExit("--arm: each arm needs a name of its own")
-    arms = {name: parse_env(env) for name, env in args.arm} or {"as is": {}}
+    if len({name for name, _ in args.arm + args.checkout}) < len(args.arm + args.checkout):
+        raise SystemExit("--arm, --checkout: each arm needs a name of its own")
+    arms = {name: parse_env(env) for name, env in args.arm}
+    arms |= {name: {} for name, _ in args.checkout}
+    arms = arms or {"as is": {}}
+    scratch = tempfile.TemporaryDirectory(prefix="dnas-bench-checkout-")
+    cwd = {
+        name: importing(Path(folder), Path(scratch.name) / str(i))
+        for i, (name, folder) in enumerate(args.checkout)
+    }
     runs: dict[str, list[dict]] = {a: [] for a in arms}
     seconds: dict[str, list[float]] = {a: [] for a in arms}
     for i in range(args.runs):
         for arm in list(arms) if i % 2 == 0 else reversed(list(arms)):
             t0 = time.perf_counter()
-            runs[arm].append(run_once(args.name, args.extra, arms[arm]))
+            runs[arm].append(run_once(args.name, args.extra, arms[arm], cwd.get(arm)))
             seconds[arm].append(time.perf_counter() - t0)
             last = runs[arm][-1]
             print(
@@ -89,6 +115,9 @@ def main() -> None:
         if len(arms) > 1:
             print(f"--- {arm}: {env}")
         results[arm] = {"env": env, "seconds_per_run": seconds[arm], **summarize(runs[arm])}
+        if arm in cwd:
+            results[arm]["checkout"] = str(Path(dict(args.checkout)[arm]).resolve())
+    scratch.cleanup()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "name": args.name,

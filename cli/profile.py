@@ -46,8 +46,8 @@ def profile(
         typer.Option(
             min=1,
             help="Timed runs per measurement (at most 200), after warm-up; the fastest is reported"
-            " \\[default: at least 5 and a few seconds' worth, on until the median is pinned"
-            " within 2%].",
+            " \\[default: at least 5 turns and half a minute's worth, on until every median is"
+            " pinned within 2%].",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,

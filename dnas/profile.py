@@ -29,12 +29,14 @@ from dnas.models import build
 from dnas.spec import DenseNetSpec, Spec
 from dnas.zoo import PAPER_MODELS, PaperModel
 
-# Timed runs per measurement, after an untimed run of each variant: at least TIMED_S seconds of
-# them (all variants together) and MIN_REPEATS, then on until the median of every measurement is
-# pinned to PRECISION (``Spread.steady``) on an otherwise idle machine, or PATIENCE times TIMED_S
-# have passed (MAX_REPEATS at most). On this project's 2-core CPU, idle, `dnas profile
-# densenet-bc-100` takes 60-80 s, 24-29 timed training steps per variant (23-36 s on an EPYC).
-TIMED_S = {"train step": 12.0, "forward": 4.0}
+# Timed runs per measurement, after an untimed run of each: the training steps and forward passes
+# of every variant take turns, at least TIMED_S seconds of them all together and MIN_REPEATS turns,
+# then on until the median of every measurement is pinned to PRECISION (``Spread.steady``) on an
+# otherwise idle machine, or PATIENCE times TIMED_S have passed (MAX_REPEATS at most). Taking
+# turns spreads each measurement's runs over the whole time, so that its fastest run is not
+# taken from a few seconds that the machine happened to spend slow (below). On this project's
+# 2-core AMD EPYC, idle, `dnas profile densenet-bc-100` takes about 30 s, 19 turns.
+TIMED_S = 24.0
 MIN_REPEATS, MAX_REPEATS = 5, 200
 PATIENCE = 4
 # The headline time of a measurement is the fastest of its timed runs, as timeit advises: other
@@ -43,13 +45,17 @@ PATIENCE = 4
 # and median of every fresh `dnas profile densenet-bc-100` run, so each series compares them on
 # the same runs. The figure is the worst three invocations in a row of the four timings.
 # - On this project's later 2-core AMD EPYC (AVX-512), whose speed moves by itself (``Reference``
-#   below), the fastest agreed better than the median in all eight series as shipped: 8.4 vs
-#   11.7%, 9.3 vs 17.2%, 12.1 vs 15.6% (twice the timed seconds), 15.0 vs 21.9%, 31.5 vs 37.0%,
-#   8.9 vs 14.7%, and 13.5 vs 18.2% and 10.4 vs 11.5% once the fastest was the headline
-#   (results/profile_stability_avx512*.json, _min_avx512*.json, profile_arms_*.json,
-#   profile_threads_*.json). The lower quartile mostly lay between them. One thread or PyTorch's
-#   huge pages steadied neither. Three in a row within 10% held in three of the eight (in the
-#   last, 12 of its 13 runs of three): the machine's own drift bounds any statistic.
+#   below), the fastest agreed better than the median in all eight series with the training steps
+#   and forward passes timed one after the other (12 s, then 4 s): 8.4 vs 11.7%, 9.3 vs 17.2%,
+#   12.1 vs 15.6% (twice the timed seconds), 15.0 vs 21.9%, 31.5 vs 37.0%, 8.9 vs 14.7%, 13.5 vs
+#   18.2%, 10.4 vs 11.5% (results/profile_stability_avx512*.json, _min_avx512*.json,
+#   profile_arms_*.json, profile_threads_*.json), within 10% in three of them. One thread or
+#   PyTorch's huge pages steadied neither.
+# - All in turns over TIMED_S: 8.2 vs 9.0% over 15 fresh runs
+#   (results/profile_stability_turns_avx512.json), and 7.8 vs 8.0% against 7.5 vs 11.8% for the
+#   one-after-the-other timing in the same series, 12 runs each in ABBA order
+#   (results/profile_turns_vs_phases_avx512.json): within 10% on every run of three, on a day
+#   when the timing it replaced agreed as well.
 # - On the AVX2 machine of earlier sessions the median agreed better (9.6 vs 22.4%, 8.0 vs 11.7%,
 #   20.2 vs 30.4% with 7-40 timed runs: results/profile_stability.json, _3runs, _fastest), when
 #   the fastest run was whichever met the host's quietest moment. The median and the slowest
@@ -260,6 +266,7 @@ def time_runs(
     repeats: int | None = None,
     timed_s: float = 4.0,
     reference: Callable[[], object] | None = None,
+    before: list[Callable[[], object]] | None = None,
 ) -> list[list[float]]:
     """Seconds of each timed run of each function, and last those of ``reference``.
 
@@ -268,24 +275,28 @@ def time_runs(
     order, so that a busier moment on the machine slows them alike: ``repeats`` turns, or with
     None for at least ``timed_s`` seconds and ``MIN_REPEATS`` turns, and on until every
     function's runs are ``Spread.steady`` with no other process busy (``BUSY_ELSEWHERE``), or
-    ``PATIENCE * timed_s`` seconds have passed (at most ``MAX_REPEATS``). Garbage collection is
-    off while timing, as in ``timeit``. A ``reference`` (see ``Reference``) takes every turn
-    too, last, but not part in deciding when to stop.
+    ``PATIENCE * timed_s`` seconds have passed (at most ``MAX_REPEATS``). ``before[i]``, if
+    given, runs untimed before every run of ``fns[i]`` (a model's train or eval mode). Garbage
+    collection is off while timing, as in ``timeit``. A ``reference`` (see ``Reference``) takes
+    every turn too, last, but not part in deciding when to stop.
     """
     measured = len(fns)
+    untimed: list[Callable[[], object]] = [*(before or [_nothing] * measured), _nothing]
     fns = [*fns, reference] if reference is not None else fns
-    for fn in fns:
+    for fn, setup in zip(fns, untimed):
+        setup()
         _seconds(fn, device)
     times: list[list[float]] = [[] for _ in fns]
     timed = times[:measured]  # the same lists, less the reference's
-    turns = list(zip(fns, timed))
+    turns = list(zip(fns, untimed, timed))
     t0 = time.perf_counter()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         with BusyElsewhere() as busy:
             while True:
-                for fn, t in turns if len(times[0]) % 2 == 0 else reversed(turns):
+                for fn, setup, t in turns if len(times[0]) % 2 == 0 else reversed(turns):
+                    setup()
                     t.append(_seconds(fn, device))
                 if reference is not None:
                     times[-1].append(_seconds(reference, device))
@@ -298,6 +309,10 @@ def time_runs(
         if gc_was_enabled:
             gc.enable()
     return times
+
+
+def _nothing() -> None:
+    pass
 
 
 def _enough(times: list[list[float]], spent: float, timed_s: float, busy: BusyElsewhere) -> bool:
@@ -387,26 +402,24 @@ def measure_speed(
     on_step: Callable[[str], None] = lambda _: None,
 ) -> tuple[list[Speed], list[float]]:
     """Peak training memory, then training-step and forward times, of each variant
-    (``memory_efficient`` False/True): each after an untimed run, timed in turns (see
-    ``time_runs``), the fastest run as the headline (``STATISTIC``) with the others' spread.
-    A ``Reference`` takes every turn too; its seconds come with the speeds, in order."""
+    (``memory_efficient`` False/True): each after an untimed run, all timed in the same turns
+    (see ``time_runs``), the fastest run as the headline (``STATISTIC``) with the others'
+    spread. A ``Reference`` takes every turn too; its seconds come with the speeds, in order."""
     loads, memory = [], []
     for me in variants:
         on_step("peak memory" + (" (memory-efficient)" if me else ""))
         loads.append(Workload(spec, dataset, batch_size, device, me))
         memory.append(loads[-1].peak_train_memory())  # also makes the optimizer's state
-    times, reference, reference_s = {}, Reference(device), []
-    for what, mode in (("train step", True), ("forward", False)):
-        on_step(f"timing the {what}" + (" in turns" if len(loads) > 1 else ""))
-        fns: list[Callable[[], object]] = []
-        for w in loads:
-            w.model.train(mode)
-            fns.append(w.train_step if mode else w.forward)
-        *times[what], ran = time_runs(fns, device, repeats, TIMED_S[what], reference)
-        reference_s += ran
+    on_step("timing training steps and forward passes in turns")
+    fns: list[Callable[[], object]] = []
+    modes: list[Callable[[], object]] = []
+    for w in loads:
+        fns += [w.train_step, w.forward]
+        modes += [w.model.train, w.model.eval]
+    *times, reference_s = time_runs(fns, device, repeats, TIMED_S, Reference(device), modes)
     speed = []
     for i, me in enumerate(variants):
-        fwd, step = Spread.of(times["forward"][i]), Spread.of(times["train step"][i])
+        step, fwd = Spread.of(times[2 * i]), Spread.of(times[2 * i + 1])
         speed.append(
             Speed(
                 me,

@@ -40,6 +40,20 @@ def test_runs_take_turns_in_alternating_order_after_an_untimed_warm_up() -> None
     fns = [lambda: log.append("a"), lambda: log.append("b")]
     times = time_runs(fns, CPU, repeats=2, reference=lambda: log.append("r"))
     assert "".join(log) == "abr" + "abr" + "bar" and [len(t) for t in times] == [2, 2, 2]
+    log.clear()
+    before = [lambda: log.append("("), lambda: log.append("[")]
+    times = time_runs(fns, CPU, repeats=2, reference=lambda: log.append("r"), before=before)
+    assert "".join(log) == "(a[br" + "(a[br" + "[b(ar"
+
+
+def test_what_runs_before_a_run_is_not_timed(monkeypatch) -> None:
+    clock = Clock([0.5] * 4)
+    monkeypatch.setattr(profile_module, "time", clock)
+
+    def before() -> None:
+        clock.now += 7.0
+
+    assert time_runs([clock.step], CPU, repeats=3, before=[before]) == [[0.5] * 3]
 
 
 def test_spread() -> None:
@@ -177,5 +191,5 @@ def test_profile_a_tiny_densenet_with_both_variants() -> None:
     assert r.machine_drift is None  # a reference run in 4 turns: too few for thirds
     assert r.reference_ms is not None and r.reference_ms > 0
     assert replace(r, machine_drift=DRIFT_WARN).unsteady and not r.unsteady
-    assert "timing the train step in turns" in steps
+    assert "timing training steps and forward passes in turns" in steps
     assert r.to_dict()["speed"][1]["train_step_spread"]["repeats"] == 2
