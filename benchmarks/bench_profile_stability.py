@@ -23,12 +23,13 @@ hurts none of them more), ``--runs`` each, and every arm gets its own figures.
 
 adds an arm that runs another checkout's code (say ``git worktree add /tmp/before HEAD~1``), so
 that a change to the timing itself is compared with what it replaces on the same machine, in the
-same series.
+same series. Without ``--arm``, this checkout runs as the arm "as is" beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import itertools
 import json
 import os
@@ -66,6 +67,48 @@ def importing(checkout: Path, into: Path) -> Path:
     return into
 
 
+def timed_seconds(cwd: Path | None) -> object:
+    """dnas.profile.TIMED_S of the code that runs from ``cwd`` (this checkout's with None)."""
+    if cwd is None:
+        return TIMED_S
+    code = "from dnas.profile import TIMED_S; print(repr(TIMED_S))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd)
+    return ast.literal_eval(done.stdout) if done.returncode == 0 else None
+
+
+def commit_of(folder: Path) -> str | None:
+    """The checkout's commit, marked when its files differ from it; None outside git."""
+    git = ["git", "-C", str(folder)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return None
+    status = [*git, "status", "--porcelain", "--untracked-files=no"]
+    dirty = subprocess.run(status, capture_output=True, text=True).stdout.strip()
+    return head.stdout.strip() + (" with uncommitted changes" if dirty else "")
+
+
+def run_series(
+    name: str, extra: list[str], count: int, arms: dict[str, dict[str, str]], cwd: dict[str, Path]
+) -> tuple[dict[str, list[dict]], dict[str, list[float]]]:
+    """``count`` runs of every arm, taking turns in ABBA order: each run's JSON and seconds."""
+    runs: dict[str, list[dict]] = {a: [] for a in arms}
+    seconds: dict[str, list[float]] = {a: [] for a in arms}
+    for i in range(count):
+        for arm in list(arms) if i % 2 == 0 else reversed(list(arms)):
+            t0 = time.perf_counter()
+            runs[arm].append(run_once(name, extra, arms[arm], cwd.get(arm)))
+            seconds[arm].append(time.perf_counter() - t0)
+            last = runs[arm][-1]
+            print(
+                f"run {i + 1}{'' if len(arms) == 1 else f' ({arm})'}: {seconds[arm][-1]:.0f} s,"
+                f" other processes {last['cpu_busy_elsewhere']:.3f} cores, the machine's own"
+                f" speed moved {100 * last['machine_drift']:.1f}%, reference"
+                f" {last['reference_ms']:.3f} ms",
+                flush=True,
+            )
+    return runs, seconds
+
+
 def parse_env(text: str) -> dict[str, str]:
     pairs = [kv.split("=", 1) for kv in text.split(",") if kv]
     if not all(len(p) == 2 and p[0] for p in pairs):
@@ -87,43 +130,29 @@ def main() -> None:
     args, args.extra = ap.parse_known_args()  # the rest: more `dnas profile` options
     if len({name for name, _ in args.arm + args.checkout}) < len(args.arm + args.checkout):
         raise SystemExit("--arm, --checkout: each arm needs a name of its own")
-    arms = {name: parse_env(env) for name, env in args.arm}
+    arms = {name: parse_env(env) for name, env in args.arm} or {"as is": {}}
     arms |= {name: {} for name, _ in args.checkout}
-    arms = arms or {"as is": {}}
-    scratch = tempfile.TemporaryDirectory(prefix="dnas-bench-checkout-")
-    cwd = {
-        name: importing(Path(folder), Path(scratch.name) / str(i))
-        for i, (name, folder) in enumerate(args.checkout)
-    }
-    runs: dict[str, list[dict]] = {a: [] for a in arms}
-    seconds: dict[str, list[float]] = {a: [] for a in arms}
-    for i in range(args.runs):
-        for arm in list(arms) if i % 2 == 0 else reversed(list(arms)):
-            t0 = time.perf_counter()
-            runs[arm].append(run_once(args.name, args.extra, arms[arm], cwd.get(arm)))
-            seconds[arm].append(time.perf_counter() - t0)
-            last = runs[arm][-1]
-            print(
-                f"run {i + 1}{'' if len(arms) == 1 else f' ({arm})'}: {seconds[arm][-1]:.0f} s,"
-                f" other processes {last['cpu_busy_elsewhere']:.3f} cores, the machine's own"
-                f" speed moved {100 * last['machine_drift']:.1f}%, reference"
-                f" {last['reference_ms']:.3f} ms",
-                flush=True,
-            )
+    with tempfile.TemporaryDirectory(prefix="dnas-bench-checkout-") as scratch:
+        cwd = {
+            name: importing(Path(folder), Path(scratch) / str(i))
+            for i, (name, folder) in enumerate(args.checkout)
+        }
+        timed_s = {arm: timed_seconds(cwd.get(arm)) for arm in arms}
+        runs, seconds = run_series(args.name, args.extra, args.runs, arms, cwd)
     results = {}
     for arm, env in arms.items():
         if len(arms) > 1:
             print(f"--- {arm}: {env}")
         results[arm] = {"env": env, "seconds_per_run": seconds[arm], **summarize(runs[arm])}
+        results[arm]["timed_s"] = timed_s[arm]  # its dnas.profile.TIMED_S
         if arm in cwd:
-            results[arm]["checkout"] = str(Path(dict(args.checkout)[arm]).resolve())
-    scratch.cleanup()
+            folder = Path(dict(args.checkout)[arm]).resolve()
+            results[arm] |= {"checkout": str(folder), "commit": commit_of(folder)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "name": args.name,
         "runs": args.runs,
         "extra": args.extra,
-        "timed_s": TIMED_S,  # dnas.profile's timed seconds per measurement, as this run had them
         "machine": platform.processor() or platform.machine(),
         "cpu_count": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -46,7 +46,7 @@ def profile(
         typer.Option(
             min=1,
             help="Timed runs per measurement (at most 200), after warm-up; the fastest is reported"
-            " \\[default: at least 5 turns and half a minute's worth, on until every median is"
+            " \\[default: at least 5 turns and 24 seconds' worth, on until every median is"
             " pinned within 2%].",
         ),
     ] = None,

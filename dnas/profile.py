@@ -281,6 +281,8 @@ def time_runs(
     every turn too, last, but not part in deciding when to stop.
     """
     measured = len(fns)
+    if before is not None and len(before) != measured:
+        raise ValueError(f"time_runs: {len(before)} functions before {measured} to time")
     untimed: list[Callable[[], object]] = [*(before or [_nothing] * measured), _nothing]
     fns = [*fns, reference] if reference is not None else fns
     for fn, setup in zip(fns, untimed):

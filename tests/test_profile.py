@@ -54,6 +54,31 @@ def test_what_runs_before_a_run_is_not_timed(monkeypatch) -> None:
         clock.now += 7.0
 
     assert time_runs([clock.step], CPU, repeats=3, before=[before]) == [[0.5] * 3]
+    with pytest.raises(ValueError, match="2 functions before 1 to time"):
+        time_runs([clock.step], CPU, repeats=3, before=[before, before])
+
+
+def test_each_variant_trains_in_train_mode_and_runs_forward_in_eval_mode(monkeypatch) -> None:
+    """Each measured function gets its own times, in its mode, as its variant's step or forward."""
+    seen: list[tuple[str, bool]] = []
+
+    def runs(fns, device, repeats, timed_s, reference, before):
+        for fn, mode in zip(fns, before):
+            mode()
+            model = fn.__self__.model
+            seen.append((fn.__name__, model.training))
+        # 1, 2, 3 and 4 ms: standard step, standard forward, memory-efficient step and forward
+        return *([(i + 1) / 1e3] * 3 for i in range(len(fns))), [1e-3] * 3
+
+    monkeypatch.setattr(profile_module, "time_runs", runs)
+    info = dataset_info("fashion-mnist")
+    spec = parse_name("densenet-bc-10-k4", info.num_classes, info.channels)
+    r = profile(spec, info, 2, "cpu")
+    assert seen == [("train_step", True), ("forward", False)] * 2
+    standard, efficient = r.speed
+    assert not standard.memory_efficient and efficient.memory_efficient
+    assert (standard.train_step_ms, standard.forward_ms) == pytest.approx((1.0, 2.0))
+    assert (efficient.train_step_ms, efficient.forward_ms) == pytest.approx((3.0, 4.0))
 
 
 def test_spread() -> None:
@@ -188,7 +213,7 @@ def test_profile_a_tiny_densenet_with_both_variants() -> None:
     assert r.cpu_busy_elsewhere is None or r.cpu_busy_elsewhere >= 0
     assert replace(r, cpu_busy_elsewhere=BUSY_ELSEWHERE).shared
     assert not replace(r, cpu_busy_elsewhere=None).shared
-    assert r.machine_drift is None  # a reference run in 4 turns: too few for thirds
+    assert r.machine_drift is None  # a reference run in 2 turns: too few for thirds
     assert r.reference_ms is not None and r.reference_ms > 0
     assert replace(r, machine_drift=DRIFT_WARN).unsteady and not r.unsteady
     assert "timing training steps and forward passes in turns" in steps
