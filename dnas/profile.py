@@ -35,7 +35,7 @@ from dnas.zoo import PAPER_MODELS, PaperModel
 # otherwise idle machine, or PATIENCE times TIMED_S have passed (MAX_REPEATS at most). Taking
 # turns spreads each measurement's runs over the whole time, so that its fastest run is not
 # taken from a few seconds that the machine happened to spend slow (below). On this project's
-# 2-core AMD EPYC, idle, `dnas profile densenet-bc-100` takes about 30 s, 19 turns.
+# 2-core AMD EPYC, idle, `dnas profile densenet-bc-100` takes 31-53 s, 19-34 turns.
 TIMED_S = 24.0
 MIN_REPEATS, MAX_REPEATS = 5, 200
 PATIENCE = 4
@@ -51,8 +51,8 @@ PATIENCE = 4
 #   18.2%, 10.4 vs 11.5% (results/profile_stability_avx512*.json, _min_avx512*.json,
 #   profile_arms_*.json, profile_threads_*.json), within 10% in three of them. One thread or
 #   PyTorch's huge pages steadied neither.
-# - All in turns over TIMED_S: 8.2 vs 9.0% over 15 fresh runs
-#   (results/profile_stability_turns_avx512.json), and 7.8 vs 8.0% against 7.5 vs 11.8% for the
+# - All in turns over TIMED_S: 8.2 vs 9.0% and 8.9 vs 13.5% over 15 fresh runs
+#   (results/profile_stability_turns_avx512*.json), and 7.8 vs 8.0% against 7.5 vs 11.8% for the
 #   one-after-the-other timing in the same series, 12 runs each in ABBA order
 #   (results/profile_turns_vs_phases_avx512.json): within 10% on every run of three, on a day
 #   when the timing it replaced agreed as well.
