@@ -128,8 +128,11 @@ def main() -> None:
     ap.add_argument("--checkout", nargs=2, action="append", metavar=("NAME", "DIR"), default=[])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/profile_stability.json"))
     args, args.extra = ap.parse_known_args()  # the rest: more `dnas profile` options
-    if len({name for name, _ in args.arm + args.checkout}) < len(args.arm + args.checkout):
-        raise SystemExit("--arm, --checkout: each arm needs a name of its own")
+    if args.runs < 3:
+        raise SystemExit(f"--runs {args.runs}: give 3 or more (the figure is three in a row)")
+    names = [name for name, _ in args.arm + args.checkout]
+    if len(set(names)) < len(names) or not all(name.strip() for name in names):
+        raise SystemExit("--arm, --checkout: each arm needs a name of its own, not empty")
     arms = {name: parse_env(env) for name, env in args.arm} or {"as is": {}}
     arms |= {name: {} for name, _ in args.checkout}
     with tempfile.TemporaryDirectory(prefix="dnas-bench-checkout-") as scratch:
