@@ -184,7 +184,7 @@ def _workers_failed(
     print nothing, and are followed by what to do ``then``. Any other: the worker's own error,
     printed on stderr."""
 
-    why, again = [], then
+    why: list[str] = []
     for i, code in enumerate(exit_codes):
         if code in (None, 0, 3):
             continue
@@ -194,10 +194,10 @@ def _workers_failed(
             except ValueError:  # a real-time signal has no name
                 name = f"signal {-code}"
             how = " (kill -9, or the out-of-memory killer)" if name == "SIGKILL" else ""
-            why.append(f"worker {i} was killed by {name}{how}; {again}")
+            why.append(f"worker {i} was killed by {name}{how}; {then}")
         elif code in (130, 143):
             why.append(f"worker {i} was stopped by {'SIGTERM' if code == 143 else 'Ctrl-C'}"
-                       f" sent to it alone; {again}")  # fmt: skip
+                       f" sent to it alone; {then}")  # fmt: skip
         else:
             why.append(f"worker {i} (exit {code}) failed; its error is printed above")
     return "; ".join(why) or None

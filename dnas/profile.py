@@ -280,17 +280,16 @@ def time_runs(
     collection is off while timing, as in ``timeit``. A ``reference`` (see ``Reference``) takes
     every turn too, last, but not part in deciding when to stop.
     """
-    measured = len(fns)
-    if before is not None and len(before) != measured:
-        raise ValueError(f"time_runs: {len(before)} functions before {measured} to time")
-    untimed: list[Callable[[], object]] = [*(before or [_nothing] * measured), _nothing]
-    fns = [*fns, reference] if reference is not None else fns
-    for fn, setup in zip(fns, untimed):
+    if before is not None and len(before) != len(fns):
+        raise ValueError(f"time_runs: {len(before)} functions before {len(fns)} to time")
+    times: list[list[float]] = [[] for _ in fns] + ([[]] if reference is not None else [])
+    timed = times[: len(fns)]  # the same lists, less the reference's
+    turns = list(zip(fns, before or [_nothing] * len(fns), timed))
+    for fn, setup, _ in turns:
         setup()
         _seconds(fn, device)
-    times: list[list[float]] = [[] for _ in fns]
-    timed = times[:measured]  # the same lists, less the reference's
-    turns = list(zip(fns, untimed, timed))
+    if reference is not None:
+        _seconds(reference, device)
     t0 = time.perf_counter()
     gc_was_enabled = gc.isenabled()
     gc.disable()

@@ -166,16 +166,16 @@ def validation_batch(  # noqa: ANN201 - a normalised image batch and the dataset
     """``n`` validation images of the run's dataset (or ``dataset``), normalised with the run's
     training statistics; the split is the run's (its seed and validation size)."""
     from dnas.data import load_data, normalize
-    from dnas.datasets import DATASETS
+    from dnas.datasets import DATASETS, image_folder
 
     data_info = ckpt.get("data", {})
     config = ckpt.get("config", {})
     name = data_info.get("name") if dataset is None else dataset
     if dataset is None and not name:
         raise DnasError("the checkpoint does not say its dataset; give --dataset")
-    if dataset is None and name not in DATASETS and not name.startswith("imagefolder:"):
+    if dataset is None and name not in DATASETS and image_folder(name) is None:
         name = f"imagefolder:{data_info.get('source', name)}"  # an image folder's run names it
-    if name not in DATASETS and not name.startswith("imagefolder:"):
+    if name not in DATASETS and image_folder(name) is None:
         folder = "imagefolder:PATH (a folder with one subfolder per class)"
         raise DnasError(
             f"--dataset {name!r}: unknown dataset; choose one of {', '.join(DATASETS)} or {folder}"

@@ -118,7 +118,7 @@ def open_study(config: SearchConfig, worker: int = 0) -> optuna.Study:
             why = records.storage_failure(e) or str(e)  # the database's reason, not Optuna's guess
             raise records.cannot_open(config.storage_url, why) from None
     else:
-        raise DnasError(f"cannot open storage {config.storage_url!r}: schema creation collided")
+        raise records.cannot_open(config.storage_url, "schema creation collided")
     try:  # Optuna reads every attribute as JSON, and a damaged one stops it anywhere
         study.get_trials(deepcopy=False)
         stored = study.user_attrs
@@ -182,14 +182,18 @@ def _same_budgets(a: object, b: list[str]) -> bool:
 
 
 def trained_count(
-    study: optuna.Study, exclude: int | None = None, settings: str | None = None
+    study: optuna.Study,
+    exclude: int | None = None,
+    settings: str | None = None,
+    trials: list[optuna.trial.FrozenTrial] | None = None,
 ) -> int:
     """Trials that trained or are training (a heartbeat-failed one is retried, so not counted),
     other than trial number ``exclude`` (a retried trial inherits its original's attributes),
-    with the training ``settings`` when given (``SearchConfig.training_key``)."""
+    with the training ``settings`` when given (``SearchConfig.training_key``). ``trials``: the
+    study's, read already."""
     return sum(
         t.number != exclude and records.counts_towards_trials(t, settings)
-        for t in study.get_trials(deepcopy=False)
+        for t in (study.get_trials(deepcopy=False) if trials is None else trials)
     )
 
 
@@ -198,12 +202,15 @@ def _failure_kind(reason: str) -> str:
     return re.sub(r"\b(nan|inf|[-+]?\d[\d.e+-]*)\b", "#", reason.lower())
 
 
-def same_failures(study: optuna.Study) -> str | None:
+def same_failures(
+    study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None = None
+) -> str | None:
     """Why the search should stop: the study's last MAX_SAME_FAILURES finished trials failed the
     same way, or its last MAX_FAILURES failed whatever the reasons (over-budget and skipped
-    proposals count neither way). None while trials still train."""
+    proposals count neither way). None while trials still train. ``trials``: the study's, read
+    already."""
     reasons: list[str] = []
-    for t in reversed(study.get_trials(deepcopy=False)):
+    for t in reversed(study.get_trials(deepcopy=False) if trials is None else trials):
         rec = records.read(t)
         if rec.state in (records.TRAINED, records.STOPPED, records.PRUNED):
             break
@@ -250,10 +257,11 @@ def run_worker(
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         check_stop()  # before the next trial: one that Python dropped stops the search here
-        (event,) = trial_events(study.get_trials(deepcopy=False), [trial.number], config)
+        trials = study.get_trials(deepcopy=False)  # one read for the event and the checks
+        (event,) = trial_events(trials, [trial.number], config)
         on_trial(event)
-        trained = trained_count(study, None, config.training_key)  # now, not as the event was
-        if (reason := same_failures(study)) is not None:
+        trained = trained_count(study, None, config.training_key, trials)  # now, not as then
+        if (reason := same_failures(study, trials)) is not None:
             stop.append(reason)
         if runner.rejected > MAX_REJECTED:
             stop.append(f"{runner.rejected} proposals in a row were over budget")
